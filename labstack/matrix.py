@@ -1,0 +1,154 @@
+"""The version matrix (images/matrix.toml) and everything derived from it: tags, labels, lockfile paths."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from labstack import ROOT
+from labstack.errors import LabstackError
+
+MATRIX_PATH = ROOT / "images" / "matrix.toml"
+VARIANTS = ("cpu", "cuda")
+REPOSITORY_PREFIX = "labstack"
+
+
+@dataclass(frozen=True)
+class Image:
+    """One framework × variant cell of the matrix."""
+
+    framework: str
+    variant: str
+    version: str
+    import_name: str
+    requirements: tuple[str, ...]
+    disk_gb: float
+    cuda: str | None = None
+    cudnn: str | None = None
+    min_driver: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.framework}-{self.variant}"
+
+    @property
+    def repository(self) -> str:
+        return f"{REPOSITORY_PREFIX}/{self.framework}"
+
+    @property
+    def tag(self) -> str:
+        suffix = f"cuda{self.cuda}" if self.variant == "cuda" else "cpu"
+        return f"{self.version}-{suffix}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def dockerfile(self) -> Path:
+        return ROOT / "images" / self.framework / "Dockerfile"
+
+    @property
+    def lockfile(self) -> Path:
+        return ROOT / "images" / self.framework / f"requirements-{self.variant}.lock"
+
+    def labels(self) -> dict[str, str]:
+        """The `labstack.*` labels; OCI labels are added at build time (they need the git revision)."""
+        labels = {
+            "labstack.framework": self.framework,
+            "labstack.framework_version": self.version,
+            "labstack.variant": self.variant,
+        }
+        if self.variant == "cuda":
+            labels |= {
+                "labstack.cuda": self.cuda or "",
+                "labstack.cudnn": self.cudnn or "",
+                "labstack.min_driver": self.min_driver or "",
+            }
+        return labels
+
+
+@dataclass(frozen=True)
+class Matrix:
+    python_version: str
+    python_platform: str
+    suite: str
+    packages: tuple[str, ...]
+    uid: int
+    gid: int
+    user: str
+    cuda_package_patterns: tuple[str, ...]
+    images: tuple[Image, ...]
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(image.framework for image in self.images))
+
+    def image(self, framework: str, variant: str) -> Image:
+        return self.select(framework, variant)[0]
+
+    def select(self, framework: str = "all", variant: str = "cpu") -> list[Image]:
+        """Images for a `--framework` / `--variant` pair; each may be a name, a comma list or 'all'."""
+        frameworks = _choose(framework, self.frameworks, "framework")
+        variants = _choose(variant, VARIANTS, "variant")
+        return [i for i in self.images if i.framework in frameworks and i.variant in variants]
+
+    def is_cuda_package(self, distribution: str) -> bool:
+        name = distribution.lower().replace("_", "-")
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.cuda_package_patterns)
+
+
+def _choose(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    if value == "all":
+        return known
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in known]
+    if unknown or not chosen:
+        raise LabstackError(
+            f"unknown {what} {', '.join(unknown) or repr(value)}: choose from {', '.join(known)} or all", code=2
+        )
+    return chosen
+
+
+def parse_matrix(text: str) -> Matrix:
+    data = tomllib.loads(text)
+    images = []
+    for framework, spec in data["frameworks"].items():
+        for variant in VARIANTS:
+            cell = spec["variants"][variant]
+            images.append(
+                Image(
+                    framework=framework,
+                    variant=variant,
+                    version=spec["version"],
+                    import_name=spec["import_name"],
+                    requirements=tuple(cell["requirements"]),
+                    disk_gb=float(cell["disk_gb"]),
+                    cuda=cell.get("cuda"),
+                    cudnn=cell.get("cudnn"),
+                    min_driver=cell.get("min_driver"),
+                )
+            )
+    base = data["base"]
+    return Matrix(
+        python_version=data["python"]["version"],
+        python_platform=data["python"]["platform"],
+        suite=base["suite"],
+        packages=tuple(base["packages"]),
+        uid=int(base["uid"]),
+        gid=int(base["gid"]),
+        user=base["user"],
+        cuda_package_patterns=tuple(data["cuda"]["package_patterns"]),
+        images=tuple(images),
+    )
+
+
+@cache
+def load_matrix(path: Path = MATRIX_PATH) -> Matrix:
+    try:
+        return parse_matrix(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as err:
+        raise LabstackError(f"cannot read the version matrix {path}: {err}") from err

@@ -1,0 +1,108 @@
+"""labstack tasks: `invoke --list` shows them; each calls plain functions in the labstack package."""
+
+from __future__ import annotations
+
+import functools
+
+from invoke import Collection, Exit, task
+
+from labstack.errors import LabstackError
+
+
+def one_line_errors(body):
+    """Turn a LabstackError into `Exit(message, code)`: one line on stderr, no traceback."""
+
+    @functools.wraps(body)
+    def wrapper(*args, **kwargs):
+        try:
+            return body(*args, **kwargs)
+        except LabstackError as err:
+            raise Exit(f"labstack: {err}", code=err.code) from None
+        except KeyboardInterrupt:
+            raise Exit("labstack: interrupted", code=130) from None
+
+    return wrapper
+
+
+FRAMEWORK_HELP = "torch, tensorflow, a comma list or all (default: all)"
+VARIANT_HELP = "cpu, cuda, a comma list or all (default: cpu)"
+
+
+@task(help={"framework": FRAMEWORK_HELP})
+@one_line_errors
+def lock(c, framework="all"):
+    """Resolve the hashed lockfiles of the chosen frameworks from images/matrix.toml with uv."""
+    from labstack.lock import lock_framework
+    from labstack.matrix import load_matrix
+    from labstack.pipconf import host_pip_sources
+
+    matrix = load_matrix()
+    sources = host_pip_sources()
+    for name in dict.fromkeys(i.framework for i in matrix.select(framework, "all")):
+        for path in lock_framework(matrix, name, sources):
+            print(f"wrote {path.relative_to(path.parents[2])}")
+
+
+@task(
+    help={
+        "refresh": "build a new OS layer even if one exists (default: reuse the newest)",
+        "from_image": "start from this Debian image, pinned by digest, instead of building the OS layer",
+    }
+)
+@one_line_errors
+def base(c, refresh=False, from_image=None):
+    """Build the OS layer from Debian packages (mmdebstrap) and the shared base image on top of it."""
+    from labstack.base import ensure_base
+    from labstack.engine import connect
+    from labstack.matrix import load_matrix
+
+    print(ensure_base(connect(), load_matrix(), refresh=refresh, from_image=from_image))
+
+
+@task(
+    help={
+        "framework": FRAMEWORK_HELP,
+        "variant": VARIANT_HELP,
+        "refresh_base": "rebuild the OS layer first (default: reuse the newest)",
+        "from_image": "start the base from this Debian image pinned by digest (default: the local OS layer)",
+    }
+)
+@one_line_errors
+def build(c, framework="all", variant="cpu", refresh_base=False, from_image=None):
+    """Build images (default: the CPU images) offline from a verified wheelhouse; print a size/time table."""
+    from labstack.build import build_images
+    from labstack.matrix import load_matrix
+    from labstack.report import print_build_summary
+
+    matrix = load_matrix()
+    images = matrix.select(framework, variant)
+    print_build_summary(build_images(matrix, images, refresh_base=refresh_base, from_image=from_image))
+
+
+@task(help={"framework": FRAMEWORK_HELP, "variant": VARIANT_HELP})
+@one_line_errors
+def wheels(c, framework="all", variant="all"):
+    """Download and verify the wheels of the chosen lockfiles into the wheelhouse (for offline builds)."""
+    from labstack.lock import read_lock
+    from labstack.matrix import load_matrix
+    from labstack.wheelhouse import ensure_wheels, wheelhouse_dir
+
+    matrix = load_matrix()
+    for image in matrix.select(framework, variant):
+        found = ensure_wheels(read_lock(image, matrix), matrix)
+        print(f"{image.ref}: {len(found)} wheels verified in {wheelhouse_dir()}")
+
+
+@task(
+    help={
+        "unit": "run only the unit tests, without Docker (default: all tests)",
+        "variant": "image variants the image tests build and check: cpu, cuda or all (default: all)",
+    }
+)
+def test(c, unit=False, variant="all"):
+    """Run the test suite: unit tests, then image tests against real built images."""
+    target = "tests/unit" if unit else "tests"
+    c.run(f"python -m pytest {target} --variant {variant}", pty=False)
+
+
+ns = Collection(lock, base, build, wheels, test)
