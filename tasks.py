@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 from invoke import Collection, Exit, task
 
@@ -52,11 +53,14 @@ def lock(c, framework="all"):
 @one_line_errors
 def base(c, refresh=False, from_image=None):
     """Build the OS layer from Debian packages (mmdebstrap) and the shared base image on top of it."""
-    from labstack.base import ensure_base
+    from labstack.base import check_pinned, ensure_base
     from labstack.engine import connect
     from labstack.matrix import load_matrix
 
-    print(ensure_base(connect(), load_matrix(), refresh=refresh, from_image=from_image))
+    matrix = load_matrix()
+    if from_image:
+        check_pinned(from_image, matrix.suite)
+    print(ensure_base(connect(), matrix, refresh=refresh, from_image=from_image))
 
 
 @task(
@@ -102,7 +106,7 @@ def wheels(c, framework="all", variant="all"):
 def test(c, unit=False, variant="all"):
     """Run the test suite: unit tests, then image tests against real built images."""
     target = "tests/unit" if unit else "tests"
-    c.run(f"python -m pytest {target} --variant {variant}", pty=False)
+    c.run(f"{sys.executable} -m pytest {target} --variant {variant}", pty=False)
 
 
 ns = Collection(lock, base, build, wheels, test)

@@ -71,9 +71,7 @@ def import_os(client: docker.DockerClient, matrix: Matrix) -> str:
         tarball = Path(tmp) / "rootfs.tar"
         build_os_rootfs(matrix, tarball)
         repository, tag = ref.split(":")
-        client.api.import_image_from_file(
-            str(tarball), repository=repository, tag=tag, changes=['CMD ["/bin/bash"]']
-        )
+        client.api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=['CMD ["/bin/bash"]'])
     packages = subprocess.run(
         ["docker", "run", "--rm", ref, "dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
         capture_output=True, text=True, check=True,
@@ -83,6 +81,14 @@ def import_os(client: docker.DockerClient, matrix: Matrix) -> str:
     record.write_text(packages)
     print(f"imported {ref}: {len(packages.splitlines())} Debian packages, list in {record}", flush=True)
     return ref
+
+
+def check_pinned(from_image: str, suite: str) -> None:
+    """A pulled OS image must be pinned by digest: a tag can move under the lockfiles."""
+    if not re.search(r"@sha256:[0-9a-f]{64}$", from_image):
+        raise LabstackError(
+            f"--from-image {from_image} is not pinned: use a digest, e.g. debian:{suite}-slim@sha256:<hex>", code=2
+        )
 
 
 def ensure_base(
@@ -98,11 +104,7 @@ def ensure_base(
     from labstack.build import docker_build  # build imports base for ensure_base; keep the cycle lazy
 
     if from_image:
-        if not re.search(r"@sha256:[0-9a-f]{64}$", from_image):
-            raise LabstackError(
-                f"--from-image {from_image} is not pinned: use a digest, e.g. debian:{matrix.suite}-slim@sha256:<hex>",
-                code=2,
-            )
+        check_pinned(from_image, matrix.suite)
         os_ref = from_image
         base_ref = f"{BASE_REPOSITORY}:{matrix.suite}-{from_image.rsplit(':', 1)[1][:12]}"
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 
 from labstack import ROOT
-from labstack.base import ensure_base
+from labstack.base import check_pinned, ensure_base
 from labstack.engine import GB, check_disk, connect, image_or_none
 from labstack.errors import LabstackError
 from labstack.lock import read_lock
@@ -91,6 +91,8 @@ def build_images(
     matrix: Matrix, images: list[Image], *, refresh_base: bool = False, from_image: str | None = None
 ) -> list[BuildResult]:
     """Build `images` after checking everything that can be checked before the first layer."""
+    if from_image:
+        check_pinned(from_image, matrix.suite)
     client = connect()
     pins = {image.name: read_lock(image, matrix) for image in images}
     check_disk(client, needed_bytes(client, images), cache_dir())

@@ -39,9 +39,7 @@ class Pin:
 def lock_inputs(matrix: Matrix, framework: str) -> str:
     """Everything a framework's locks are resolved from; a change here makes them stale."""
     cells = [
-        {"variant": i.variant, "requirements": list(i.requirements)}
-        for i in matrix.images
-        if i.framework == framework
+        {"variant": i.variant, "requirements": list(i.requirements)} for i in matrix.images if i.framework == framework
     ]
     payload = {"python": matrix.python_version, "platform": matrix.python_platform, "cells": cells}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -18,7 +18,7 @@ REPOSITORY_PREFIX = "labstack"
 
 @dataclass(frozen=True)
 class Image:
-    """One framework × variant cell of the matrix."""
+    """One framework-by-variant cell of the matrix."""
 
     framework: str
     variant: str

@@ -36,7 +36,7 @@ def manylinux_platforms(matrix: Matrix) -> list[str]:
     arch, _, plat = matrix.python_platform.partition("-")
     glibc_minor = int(plat.rsplit("_", 1)[1])
     platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc_minor, 4, -1)]
-    return platforms + [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
+    return [*platforms, f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
 
 
 def image_tags(matrix: Matrix) -> list[Tag]:

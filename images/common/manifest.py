@@ -32,10 +32,14 @@ def distributions() -> dict[str, str]:
 def torch_versions() -> dict:
     import torch
 
-    info = {"version": torch.__version__, "cuda_compiled": torch.version.cuda, "built_with_cuda": bool(torch.version.cuda)}
+    info = {
+        "version": torch.__version__,
+        "cuda_compiled": torch.version.cuda,
+        "built_with_cuda": bool(torch.version.cuda),
+    }
     try:
         info["cudnn_loaded"] = torch.backends.cudnn.version() if torch.version.cuda else None
-    except Exception as err:  # noqa: BLE001 - record why, the manifest is informational
+    except Exception as err:
         info["cudnn_loaded"] = f"unavailable: {err}"
     return info
 
@@ -71,9 +75,7 @@ def main() -> int:
 
     dists = distributions()
     framework = torch_versions() if args.framework == "torch" else tensorflow_versions()
-    cuda_dists = sorted(
-        n for n in dists if any(fnmatch.fnmatchcase(n, p) for p in args.cuda_patterns.split(","))
-    )
+    cuda_dists = sorted(n for n in dists if any(fnmatch.fnmatchcase(n, p) for p in args.cuda_patterns.split(",")))
     runtime = cuda_runtime_from_wheels(dists)
 
     problems = []

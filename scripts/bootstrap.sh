@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
+# for the OS layer, and a Python venv in .venv with labstack and its test tools.
+# Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+need=()
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+if ((${#need[@]})); then
+  echo "[bootstrap] installing ${need[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+as_root bash scripts/install-docker.sh
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "[bootstrap] creating .venv" >&2
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+echo "[bootstrap] ready: .venv/bin/invoke --list" >&2

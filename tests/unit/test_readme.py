@@ -1,0 +1,28 @@
+"""README.md's two commands are what a newcomer pastes: keep them true and keep CI running the same one."""
+
+import re
+
+from labstack import ROOT
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```(?:sh|bash)\n(.+?)\n```", text, re.S)[:2]
+
+
+def test_readme_starts_with_the_main_job_and_the_test_command():
+    main_job, tests = readme_commands()
+    assert "invoke build" in main_job and "bootstrap.sh" in main_job
+    assert "invoke test" in tests and "bootstrap.sh" in tests
+
+
+def test_ci_runs_the_readme_test_command():
+    _, tests = readme_commands()
+    assert f"test_command='{tests.strip()}'" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_scripts_the_readme_names_exist_and_are_executable():
+    for command in readme_commands():
+        for script in re.findall(r"\./(scripts/[\w./-]+)", command):
+            path = ROOT / script
+            assert path.is_file() and path.stat().st_mode & 0o111, script
