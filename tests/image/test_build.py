@@ -50,14 +50,13 @@ def find_in_saved_image(ref: str, needles: set[bytes]) -> list[str]:
         tarfile.open(fileobj=proc.stdout, mode="r|") as outer,
     ):
         for member in outer:
-            handle = outer.extractfile(member)
-            if handle is None:
+            if not member.isreg():
                 continue
+            handle = outer.extractfile(member)
             if member.name.endswith("layer.tar"):
                 with tarfile.open(fileobj=handle, mode="r|") as layer:
                     for entry in layer:
-                        inner = layer.extractfile(entry)
-                        if inner is not None and _contains(inner, needles, overlap):
+                        if entry.isreg() and _contains(layer.extractfile(entry), needles, overlap):
                             hits.append(f"{member.name}:{entry.name}")
             elif _contains(handle, needles, overlap):
                 hits.append(member.name)
@@ -118,10 +117,28 @@ def test_build_fails_when_the_wheels_do_not_match_the_variant(wheels_of, claimed
             build_args={"BASE_IMAGE": base_ref, "VARIANT": claimed, "LABSTACK_CUDA": "13.0"},
             labels={},
         )
-    assert message in capfd.readouterr().out
+    captured = capfd.readouterr()
+    assert message in captured.out + captured.err
 
 
 def test_not_enough_disk_is_refused_before_building(client):
     with pytest.raises(LabstackError, match="not enough disk space") as err:
         check_disk(client, needed_bytes=10**18, cache=cache_dir())
     assert err.value.code == 4
+
+
+def test_the_layer_scan_finds_a_ca_planted_in_an_image(client, tmp_path):
+    """The scan above must be able to fail: plant the host's private CA in a throwaway image and find it."""
+    needles = host_private_ca_lines()
+    if not needles:
+        pytest.skip("this host trusts no CA beyond Debian's public set: nothing to plant")
+    bundle = host_pip_sources().cert or "/etc/ssl/certs/ca-certificates.crt"
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as archive:
+        archive.add(bundle, arcname="etc/leaked-ca.pem")
+    ref = "labstack-test/planted-ca:latest"
+    client.api.import_image_from_file(str(rootfs), repository=ref.split(":")[0], tag="latest")
+    try:
+        assert any("etc/leaked-ca.pem" in hit for hit in find_in_saved_image(ref, needles))
+    finally:
+        client.images.remove(ref, force=True)
