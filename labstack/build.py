@@ -29,7 +29,6 @@ class BuildResult:
     image: Image
     size_bytes: int
     seconds: float
-    image_id: str
 
 
 def git_output(*args: str) -> str:
@@ -48,6 +47,15 @@ def oci_labels(image: Image, base_ref: str) -> dict[str, str]:
         "org.opencontainers.image.licenses": "MIT",
         "org.opencontainers.image.base.name": base_ref,
         **image.labels(),
+    }
+
+
+def image_build_args(matrix: Matrix, image: Image, base_ref: str) -> dict[str, str]:
+    return {
+        "BASE_IMAGE": base_ref,
+        "VARIANT": image.variant,
+        "LABSTACK_CUDA": image.cuda or "",
+        "LABSTACK_CUDA_PATTERNS": ",".join(matrix.cuda_package_patterns),
     }
 
 
@@ -105,9 +113,9 @@ def build_images(
             dockerfile=image.dockerfile,
             context=context,
             tag=image.ref,
-            build_args={"BASE_IMAGE": base_ref, "VARIANT": image.variant, "LABSTACK_CUDA": image.cuda or ""},
+            build_args=image_build_args(matrix, image, base_ref),
             labels=oci_labels(image, base_ref),
         )
         built = client.images.get(image.ref)
-        results.append(BuildResult(image, int(built.attrs["Size"]), seconds, built.id))
+        results.append(BuildResult(image, int(built.attrs["Size"]), seconds))
     return results

@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--framework", required=True, choices=["torch", "tensorflow"])
     parser.add_argument("--variant", required=True, choices=["cpu", "cuda"])
     parser.add_argument("--cuda", default="", help="CUDA major.minor the matrix expects (cuda variant)")
-    parser.add_argument("--cuda-patterns", default="nvidia-*,cuda-*,triton")
+    parser.add_argument("--cuda-patterns", required=True, help="comma list from images/matrix.toml [cuda]")
     parser.add_argument("--out", type=Path, default=Path("/opt/labstack/manifest"))
     args = parser.parse_args()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import MATRIX, docker_cli
 
-from labstack.build import docker_build, stage_context
+from labstack.build import docker_build, image_build_args, stage_context
 from labstack.engine import check_disk
 from labstack.errors import LabstackError
 from labstack.lock import read_lock
@@ -114,7 +114,7 @@ def test_build_fails_when_the_wheels_do_not_match_the_variant(wheels_of, claimed
             dockerfile=source.dockerfile,
             context=context,
             tag="labstack-test/guard:mismatch",
-            build_args={"BASE_IMAGE": base_ref, "VARIANT": claimed, "LABSTACK_CUDA": "13.0"},
+            build_args=image_build_args(MATRIX, MATRIX.image("torch", claimed), base_ref),
             labels={},
         )
     captured = capfd.readouterr()
