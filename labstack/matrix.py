@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -14,6 +15,9 @@ from labstack.errors import LabstackError
 MATRIX_PATH = ROOT / "images" / "matrix.toml"
 VARIANTS = ("cpu", "cuda")
 REPOSITORY_PREFIX = "labstack"
+# Namespace of the framework images only (the OS and base layers keep theirs): a lab tags for its own registry,
+# and a second checkout on the same daemon builds beside the first without retagging its images.
+REPOSITORY_VARIABLE = "LABSTACK_REPOSITORY"
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Image:
 
     @property
     def repository(self) -> str:
-        return f"{REPOSITORY_PREFIX}/{self.framework}"
+        return f"{os.environ.get(REPOSITORY_VARIABLE) or REPOSITORY_PREFIX}/{self.framework}"
 
     @property
     def tag(self) -> str:

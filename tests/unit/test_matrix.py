@@ -21,9 +21,12 @@ def test_unknown_names_are_rejected_with_the_choices(framework, variant, word):
     assert f"unknown {word}" in str(err.value) and "choose from" in str(err.value)
 
 
-def test_tags_and_labels_derive_from_the_matrix():
+def test_tags_and_labels_derive_from_the_matrix(monkeypatch):
+    monkeypatch.delenv("LABSTACK_REPOSITORY", raising=False)
     torch_cuda = load_matrix().image("torch", "cuda")
     assert torch_cuda.ref == f"labstack/torch:{torch_cuda.version}-cuda{torch_cuda.cuda}"
+    monkeypatch.setenv("LABSTACK_REPOSITORY", "registry.lab.example/ml")
+    assert torch_cuda.ref == f"registry.lab.example/ml/torch:{torch_cuda.version}-cuda{torch_cuda.cuda}"
     labels = torch_cuda.labels()
     assert labels["labstack.min_driver"] == torch_cuda.min_driver
     assert labels["labstack.cuda"] == torch_cuda.cuda
