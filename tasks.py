@@ -99,6 +99,47 @@ def wheels(c, framework="all", variant="all"):
 
 @task(
     help={
+        "image": "images to check, by name (torch-cpu) or ref, comma-separated; 'none' for hosts only "
+        "(default: every labstack image built here)",
+        "hosts": "testinfra hosts to check: local://, ssh://user@host, ... comma-separated; 'none' for images only "
+        "(default: local://)",
+        "gpu": "auto: GPU checks where NVML finds a GPU, skipped with the reason elsewhere; require: fail them "
+        "without a usable GPU; skip: leave them out (default: auto)",
+        "out": "folder for report.json and junit.xml (default: reports/validate)",
+        "jobs": "targets checked at the same time (default: 2 to 4 by CPU count)",
+    }
+)
+@one_line_errors
+def validate(c, image=None, hosts="local://", gpu="auto", out="reports/validate", jobs=0):
+    """Check images and hosts (driver, toolkit, GPU in container, shm) without building; table, JUnit, JSON."""
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from labstack.build import git_output
+    from labstack.matrix import load_matrix
+    from labstack.report import print_validation, target_line
+    from labstack.validate import all_passed, check_gpu_mode, default_jobs, plan_targets, validate, write_report
+
+    check_gpu_mode(gpu)
+    targets = plan_targets(load_matrix(), image, hosts)
+    console = Console(stderr=True)
+    console.print(f"validating {', '.join(t.label for t in targets)} (--gpu {gpu})")
+    started = time.monotonic()
+    with console.status("running the checks"):
+        results = validate(targets, gpu, Path(out), jobs or default_jobs(), lambda r: console.print(target_line(r)))
+    seconds = time.monotonic() - started
+    report = write_report(results, gpu, seconds, Path(out), git_output("rev-parse", "HEAD") or "unknown")
+    print_validation(results)
+    failed = sum(r.count("fail") for r in results)
+    print(f"{len(targets)} targets in {seconds:.1f} s; report: {report}, JUnit: {report.parent / 'junit.xml'}")
+    if not all_passed(results):
+        raise Exit(f"labstack: {failed} checks failed: the reasons are above, and in {report}", code=1)
+
+
+@task(
+    help={
         "unit": "run only the unit tests, without Docker (default: all tests)",
         "variant": "image variants the image tests build and check: cpu, cuda or all (default: all)",
     }
@@ -109,4 +150,4 @@ def test(c, unit=False, variant="all"):
     c.run(f"{sys.executable} -m pytest {target} --variant {variant}", pty=False)
 
 
-ns = Collection(lock, base, build, wheels, test)
+ns = Collection(lock, base, build, wheels, validate, test)

@@ -1,49 +1,71 @@
-"""Image tests: build the selected images once per session (cached layers make this quick when they exist),
-then run each check in a fresh container through pytest-testinfra's docker:// backend."""
+"""Image tests: the selected images are built once per session (or, with --images, only found), then each
+check runs in a fresh container through pytest-testinfra's docker:// backend."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 
 import pytest
 import testinfra
 
-from labstack.build import build_images
-from labstack.engine import connect
 from labstack.matrix import load_matrix
+from labstack.pytest_report import ENVIRONMENT
+from labstack.validate import suite_images
 
 MATRIX = load_matrix()
 COMMAND_TIMEOUT = 120
 
 
-def selected_images(config):
-    return MATRIX.select("all", config.getoption("--variant"))
+def only(*variants, frameworks=None):
+    """Run a check only on these variants (and frameworks): the other images do not get a skipped copy."""
+
+    def mark(function):
+        function.variants = variants
+        if frameworks:
+            function.frameworks = frameworks
+        return function
+
+    return mark
 
 
 def pytest_generate_tests(metafunc):
     if "image" in metafunc.fixturenames:
-        images = selected_images(metafunc.config)
-        wanted = getattr(metafunc.function, "variants", ("cpu", "cuda"))
-        images = [i for i in images if i.variant in wanted]
+        config = metafunc.config
+        images = suite_images(MATRIX, config.getoption("--images"), config.getoption("--variant"))
+        variants = getattr(metafunc.function, "variants", ("cpu", "cuda"))
+        frameworks = getattr(metafunc.function, "frameworks", MATRIX.frameworks)
+        images = [i for i in images if i.variant in variants and i.framework in frameworks]
         metafunc.parametrize("image", images, ids=[i.name for i in images], indirect=True)
 
 
-@pytest.fixture(scope="session")
-def client():
-    return connect()
-
-
-@pytest.fixture(scope="session")
-def built(request, client):
-    """{image name: BuildResult}: every selected image, built (or found cached) once for the session."""
-    results = build_images(MATRIX, selected_images(request.config))
-    return {r.image.name: r for r in results}
-
-
 @pytest.fixture
-def image(request, built):
+def image(request, built, client):
+    if request.config.getoption("--labstack-report", None) and request.param.name not in ENVIRONMENT:
+        ENVIRONMENT[request.param.name] = image_environment(client, request.param)
     return request.param
+
+
+def image_environment(client, image) -> dict:
+    """What this image is and what it finds here: digest, labels, and the probes run inside it."""
+    attrs = client.images.get(image.ref).attrs
+    record = {
+        "image": image.ref,
+        "id": attrs["Id"],
+        "repo_digests": attrs.get("RepoDigests", []),
+        "created": attrs.get("Created"),
+        "labels": attrs["Config"].get("Labels") or {},
+    }
+    try:
+        out = client.containers.run(
+            image.ref, ["timeout", "120", "python3", "/opt/labstack/scripts/probe.py", "all"],
+            network_mode="none", remove=True, stderr=False,
+        )  # fmt: skip
+        record["probes"] = json.loads(out.decode().strip().splitlines()[-1])
+    except Exception as err:  # the record says why it is incomplete; the checks themselves report failures
+        record["probes"] = {"error": str(err).strip().splitlines()[0]}
+    return record
 
 
 @pytest.fixture

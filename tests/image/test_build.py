@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import MATRIX, docker_cli
 
 from labstack.build import docker_build, image_build_args, stage_context
 from labstack.engine import check_disk
@@ -16,6 +15,9 @@ from labstack.errors import LabstackError
 from labstack.lock import read_lock
 from labstack.pipconf import host_pip_sources
 from labstack.wheelhouse import cache_dir, ensure_wheels
+from tests.image.conftest import MATRIX, docker_cli
+
+pytestmark = pytest.mark.build  # builds or scans whole images: `invoke validate` leaves these out
 
 PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\s+(.+?)\s+-----END CERTIFICATE-----", re.S)
 CA_VARIABLES = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import MATRIX, run_python
-
-
-def only(*variants):
-    def mark(function):
-        function.variants = variants
-        return function
-
-    return mark
+from tests.image.conftest import MATRIX, only, run_python
 
 
 def test_labels_match_the_matrix(image, client):
