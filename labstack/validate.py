@@ -257,6 +257,8 @@ def plan_targets(matrix: Matrix, images: str | None, hosts: str) -> list[Target]
     else:
         from labstack.engine import connect
 
+        if images:
+            images_by_names(matrix, images)  # a typo is reported before Docker is needed
         image_targets = [Target("image", i.name, i.name) for i in existing_images(connect(), matrix, images)]
     if not image_targets and not host_targets:
         raise LabstackError("nothing to validate: name --image and/or --hosts", code=2)

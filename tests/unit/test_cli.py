@@ -29,7 +29,7 @@ def assert_one_line_failure(result, code, *words):
 
 def test_invoke_list_shows_every_task_with_a_description():
     listing = run_invoke("--list").stdout
-    for name in ("build", "lock", "base", "wheels", "test"):
+    for name in ("build", "lock", "base", "wheels", "validate", "test"):
         line = next(line for line in listing.splitlines() if line.strip().startswith(name + " "))
         assert len(line.split()) > 1
 
@@ -58,3 +58,16 @@ def test_tampered_wheelhouse_is_refused_before_any_download(tmp_path):
 def test_pinned_base_is_required_for_pulled_images():
     result = run_invoke("base", "--from-image", "debian:bookworm-slim")
     assert_one_line_failure(result, 2, "not pinned", "@sha256")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--gpu", "maybe"], ["unknown --gpu", "auto, require, skip"]),
+        (["--hosts", "gpu1", "--image", "none"], ["bad host", "ssh://"]),
+        (["--image", "jax-cpu"], ["unknown image", "torch-cpu"]),
+        (["--image", "none", "--hosts", "none"], ["nothing to validate"]),
+    ],
+)
+def test_validate_bad_input(args, words):
+    assert_one_line_failure(run_invoke("validate", *args), 2, *words)
