@@ -116,15 +116,18 @@ def compile_requirements(
     with tempfile.TemporaryDirectory() as tmp:
         req_file = Path(tmp) / "requirements.in"
         req_file.write_text("\n".join(requirements) + "\n")
+        # Relative names, run from the temporary folder: uv writes them into the lockfile's "via" comments, and
+        # a random temporary path there would change the lockfile on every run.
         command = [
-            _uv(), "pip", "compile", str(req_file), "--generate-hashes", "--no-header", "--quiet",
+            _uv(), "pip", "compile", req_file.name, "--generate-hashes", "--no-header", "--quiet",
             "--python-version", matrix.python_version, "--python-platform", matrix.python_platform,
             *sources.uv_args(),
         ]  # fmt: skip
         if constraints is not None:
-            command += ["--constraint", str(constraints)]
+            shutil.copyfile(constraints, Path(tmp) / "constraints.txt")
+            command += ["--constraint", "constraints.txt"]
         result = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, **sources.uv_env()}, check=False
+            command, cwd=tmp, capture_output=True, text=True, env={**os.environ, **sources.uv_env()}, check=False
         )
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()
