@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -81,8 +82,10 @@ def docker_build(
 
 def stage_context(image: Image, wheels: dict[str, Path]) -> Path:
     """A build context holding exactly this image's wheels (hard links), its lockfile, the in-image install
-    helpers and scripts/. BuildKit only transfers what changed since the last build of the same context."""
-    context = cache_dir() / "contexts" / image.name
+    helpers and scripts/. BuildKit only transfers what changed since the last build of the same context.
+    The folder is per checkout: two clones building at once must not swap each other's scripts/."""
+    checkout = hashlib.sha256(str(ROOT.resolve()).encode()).hexdigest()[:8]
+    context = cache_dir() / "contexts" / f"{image.name}-{checkout}"
     sync_dir(context / "wheels", {path.name: path for path in wheels.values()})
     sync_dir(context / "image", {p.name: p for p in (ROOT / "images" / "common").iterdir() if p.is_file()})
     shutil.copy2(image.lockfile, context / "requirements.lock")
