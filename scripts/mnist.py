@@ -260,7 +260,10 @@ def generate(folder: Path, train: int = 3000, test: int = 1000, seed: int = 0, n
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     patterns = class_patterns(seed)
-    for (images_key, labels_key), count in ((("train_images", "train_labels"), train), (("test_images", "test_labels"), test)):
+    for (images_key, labels_key), count in (
+        (("train_images", "train_labels"), train),
+        (("test_images", "test_labels"), test),
+    ):
         images, labels = generate_split(count, rng, patterns, noise)
         write_atomic(folder / FILES[images_key], encode_idx((count, SIDE, SIDE), images))
         write_atomic(folder / FILES[labels_key], encode_idx((count,), labels))

@@ -28,7 +28,11 @@ def token_problem(token: str) -> str | None:
 
 
 def start(token: str) -> int:
-    problem = token_problem(token)
+    problem = token_problem(token) or (
+        "the notebook does not run as root: set UID/GID in .env to a non-root user (`invoke env` does)"
+        if os.getuid() == 0
+        else None
+    )
     if problem:
         print(f"labstack: {problem}", file=sys.stderr)
         return 2

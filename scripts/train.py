@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist  # noqa: E402  (sibling scripts, in /opt/labstack/scripts inside the images)
-from probe import _quiet_import  # noqa: E402
+import mnist
+from probe import _quiet_import
 
 FRAMEWORKS = ("torch", "tensorflow")
 MANIFEST = Path("/opt/labstack/manifest/versions.json")
@@ -362,12 +362,16 @@ def environment_record(backend, framework: str, manifest: dict, progress: Progre
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     env = os.environ.get
-    parser.add_argument("--framework", default=env("FRAMEWORK") or None, help="torch or tensorflow (default: the image's)")
+    parser.add_argument(
+        "--framework", default=env("FRAMEWORK") or None, help="torch or tensorflow (default: the image's)"
+    )
     parser.add_argument("--data", type=Path, default=Path(env("LABSTACK_DATA", "/data")), help="MNIST IDX folder")
     parser.add_argument("--runs", type=Path, default=Path(env("LABSTACK_RUNS", "/runs")), help="folder for runs")
     parser.add_argument("--run", default=None, help="run folder name (default: mnist-FRAMEWORK or synthetic-FRAMEWORK)")
     parser.add_argument("--synthetic", action="store_true", help="random tensors instead of MNIST (smoke runs)")
-    parser.add_argument("--epochs", type=int, default=3, help="total epochs of the run, counting resumed ones (default: 3)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="total epochs of the run, counting resumed ones (default: 3)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="samples per step (default: 64)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data order (default: 0)")
@@ -428,7 +432,9 @@ def train(argv: list[str]) -> int:
     recorder.write("start", data=data.source, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    from_epoch=progress.epoch, from_sample=progress.samples_done)  # fmt: skip
     if progress.epoch >= args.epochs:
-        print(f"{label}run {name} already has {progress.epoch} epochs: nothing to do (pass --epochs > {progress.epoch})")
+        print(
+            f"{label}run {name} already has {progress.epoch} epochs: nothing to do (pass --epochs > {progress.epoch})"
+        )
         return 0
 
     first_step = True
