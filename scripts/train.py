@@ -35,7 +35,6 @@ FRAMEWORKS = ("torch", "tensorflow")
 MANIFEST = Path("/opt/labstack/manifest/versions.json")
 CHECKPOINT_SUFFIX = {"torch": ".pt", "tensorflow": ".npz"}
 SYNTHETIC_SIZES = (2048, 512)
-SIGTERM_EXIT = 143
 BAD_INPUT = 2
 
 
@@ -140,16 +139,18 @@ def remove_stale_temps(folder: Path) -> None:
 
 
 class StopFlag:
-    """SIGTERM (docker stop, compose down) asks for a checkpoint at the next step boundary, then an exit."""
+    """SIGTERM (docker stop, compose down) or SIGINT (Ctrl-C) asks for a checkpoint at the next step boundary,
+    then an exit with 128 + the signal's number (143, 130)."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signal: signal.Signals | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
 
     def _handler(self, signum, frame) -> None:
-        self.requested = True
+        self.signal = signal.Signals(signum)
 
 
 def synthetic_dataset(seed: int) -> mnist.Dataset:
@@ -455,12 +456,13 @@ def train(argv: list[str]) -> int:
             if len(losses) % args.log_every == 0:
                 print(f"{label}epoch {progress.epoch + 1}/{args.epochs} sample {progress.samples_done} loss {loss:.4f}")
                 recorder.write("step", epoch=progress.epoch + 1, sample=progress.samples_done, loss=loss)
-            if stop.requested:
+            if stop.signal is not None:
                 backend.save(checkpoint, progress)
-                recorder.write("stop", signal="SIGTERM", epoch=progress.epoch + 1, sample=progress.samples_done)
-                print(f"{label}SIGTERM: checkpoint written at epoch {progress.epoch + 1}, sample "
+                name = stop.signal.name
+                recorder.write("stop", signal=name, epoch=progress.epoch + 1, sample=progress.samples_done)
+                print(f"{label}{name}: checkpoint written at epoch {progress.epoch + 1}, sample "
                       f"{progress.samples_done}; run again to resume", flush=True)  # fmt: skip
-                return SIGTERM_EXIT
+                return 128 + stop.signal.value
         seconds = time.monotonic() - epoch_started
         trained = progress.samples_done - start
         accuracy = backend.accuracy()
