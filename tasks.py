@@ -138,10 +138,10 @@ def env(c, framework="torch", new_token=False):
 
 @task(
     help={
-        "download": "download MNIST from a public mirror and check it (default)",
-        "generate": "write a small learnable stand-in dataset (not MNIST) for tests and smoke runs",
-        "verify": "check the files against the MNIST checksums or the folder's SHA256SUMS",
-        "record": "write SHA256SUMS for files you supplied yourself",
+        "download": "download MNIST from a public mirror and check it (default action when none is given)",
+        "generate": "write a small learnable stand-in dataset, not MNIST, for tests and smoke runs (default: off)",
+        "verify": "check the files against the MNIST checksums or the folder's SHA256SUMS (default: off)",
+        "record": "write SHA256SUMS for files you supplied yourself (default: off)",
         "folder": "data folder (default: DATA_DIR from .env, else ./data)",
     }
 )

@@ -210,3 +210,24 @@ def test_up_gpu_on_a_cpu_host_fails_cleanly_and_starts_nothing(stack, images):
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert containers == []
+
+
+def test_defaults_without_env_file_resolve_to_the_checkout_and_the_matrix(tmp_path, monkeypatch):
+    """`docker compose` from the root with no .env: mounts are ./data and ./runs, images the matrix's."""
+    from labstack import ROOT
+    from labstack.matrix import load_matrix
+
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    for name in ("LABSTACK_REPOSITORY", "TRAIN_IMAGE", "DATA_DIR", "RUNS_DIR", "UID", "GID"):
+        monkeypatch.delenv(name, raising=False)
+    out = subprocess.run(
+        ["docker", "compose", "--env-file", str(empty), "--profile", "notebook", "config", "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    services = json.loads(out)["services"]
+    train = services["train"]
+    assert {v["source"] for v in train["volumes"]} == {str(ROOT / "data"), str(ROOT / "runs")}
+    assert train["image"] == load_matrix().image("torch", "cpu").ref
+    assert train["user"] == "1000:1000" and train["network_mode"] == "none"
+    assert services["notebook"]["ports"][0]["host_ip"] == "127.0.0.1"
