@@ -150,4 +150,121 @@ def test(c, unit=False, variant="all"):
     c.run(f"{sys.executable} -m pytest {target} --variant {variant}", pty=False)
 
 
-ns = Collection(lock, base, build, wheels, validate, test)
+ONE_FRAMEWORK_HELP = "torch or tensorflow (default: torch)"
+PROJECT_HELP = "compose project name (default: COMPOSE_PROJECT_NAME from .env, else the checkout's folder name)"
+ENV_FILE_HELP = "env file compose reads (default: .env in the repository root, written by `invoke env`)"
+
+
+@task(
+    help={
+        "framework": "framework of TRAIN_IMAGE and NOTEBOOK_IMAGE: " + ONE_FRAMEWORK_HELP,
+        "new_token": "generate a new notebook token (default: keep the one in .env)",
+    }
+)
+@one_line_errors
+def env(c, framework="torch", new_token=False):
+    """Write .env for docker compose: your UID/GID, the image refs from the matrix, a notebook token."""
+    from labstack.compose import ENV_FILE, ensure_env, one_framework
+    from labstack.engine import connect, image_or_none
+    from labstack.matrix import load_matrix
+
+    matrix = load_matrix()
+    image = matrix.image(one_framework(matrix, framework), "cpu")
+    built = image_or_none(connect(), image.ref)
+    values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None)
+    print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
+    if not built:
+        print(f"{image.ref} is not built yet: `invoke build --framework {framework}`")
+
+
+@task(
+    help={
+        "download": "download MNIST from a public mirror and check it (default action when none is given)",
+        "generate": "write a small learnable stand-in dataset, not MNIST, for tests and smoke runs (default: off)",
+        "verify": "check the files against the MNIST checksums or the folder's SHA256SUMS (default: off)",
+        "record": "write SHA256SUMS for files you supplied yourself (default: off)",
+        "folder": "data folder (default: DATA_DIR from .env, else ./data)",
+    }
+)
+@one_line_errors
+def data(c, download=False, generate=False, verify=False, record=False, folder=None):
+    """Get MNIST into the data folder (download, or generate a stand-in), or verify/record what is there."""
+    from labstack.compose import data_helper
+
+    data_helper(folder, download=download, generate=generate, verify=verify, record=record)
+
+
+@task(help={"framework": FRAMEWORK_HELP})
+@one_line_errors
+def notebook_lock(c, framework="all"):
+    """Resolve the notebook (JupyterLab) lockfiles, constrained by each framework image's own lockfile."""
+    from labstack.matrix import load_matrix
+    from labstack.notebook import lock_notebook
+    from labstack.pipconf import host_pip_sources
+
+    matrix = load_matrix()
+    sources = host_pip_sources()
+    for image in matrix.select(framework, "all"):
+        print(f"wrote {lock_notebook(matrix, image, sources)}")
+
+
+@task(help={"framework": FRAMEWORK_HELP, "variant": VARIANT_HELP})
+@one_line_errors
+def notebook_image(c, framework="all", variant="cpu"):
+    """Build the notebook images (JupyterLab on each framework image), offline from the wheelhouse."""
+    from labstack.matrix import load_matrix
+    from labstack.notebook import build_notebook_image
+
+    matrix = load_matrix()
+    for image in matrix.select(framework, variant):
+        print(build_notebook_image(matrix, image))
+
+
+@task(help={"framework": ONE_FRAMEWORK_HELP, "project": PROJECT_HELP, "env_file": ENV_FILE_HELP})
+@one_line_errors
+def up_cpu(c, framework="torch", project=None, env_file=None):
+    """Start the notebook on the CPU image; print its URL with the token."""
+    _up(framework, "cpu", project, env_file)
+
+
+@task(help={"framework": ONE_FRAMEWORK_HELP, "project": PROJECT_HELP, "env_file": ENV_FILE_HELP})
+@one_line_errors
+def up_gpu(c, framework="torch", project=None, env_file=None):
+    """Check the GPU host (driver, toolkit, Compose v2), then start the notebook on the CUDA image."""
+    _up(framework, "cuda", project, env_file)
+
+
+def _up(framework, variant, project, env_file):
+    from pathlib import Path
+
+    from labstack.compose import ENV_FILE, Project, one_framework, project_from_env, up_notebook
+    from labstack.engine import connect
+    from labstack.gpu import gpu_preflight
+    from labstack.matrix import load_matrix
+
+    matrix = load_matrix()
+    image = matrix.image(one_framework(matrix, framework), variant)
+    client = connect()
+    if variant == "cuda":
+        gpu_preflight(client, image, matrix)
+    env_path = Path(env_file) if env_file else ENV_FILE
+    compose_project = Project(project_from_env(env_path, project), env_path, gpu=variant == "cuda")
+    print(up_notebook(matrix, framework, variant, compose_project))
+
+
+@task(help={"project": PROJECT_HELP, "env_file": ENV_FILE_HELP})
+@one_line_errors
+def down(c, project=None, env_file=None):
+    """Stop and remove the compose services (notebook, any train run) of this checkout."""
+    from pathlib import Path
+
+    from labstack.compose import ENV_FILE, Project, project_from_env
+    from labstack.compose import down as compose_down
+
+    env_path = Path(env_file) if env_file else ENV_FILE
+    compose_down(Project(project_from_env(env_path, project), env_path))
+
+
+ns = Collection(
+    lock, base, build, wheels, validate, test, env, data, notebook_lock, notebook_image, up_cpu, up_gpu, down
+)

@@ -80,12 +80,17 @@ def docker_build(
     return time.monotonic() - started
 
 
+def context_dir(name: str) -> Path:
+    """The staging folder of a build context, per checkout: two clones building at once must not swap each
+    other's scripts/."""
+    checkout = hashlib.sha256(str(ROOT.resolve()).encode()).hexdigest()[:8]
+    return cache_dir() / "contexts" / f"{name}-{checkout}"
+
+
 def stage_context(image: Image, wheels: dict[str, Path]) -> Path:
     """A build context holding exactly this image's wheels (hard links), its lockfile, the in-image install
-    helpers and scripts/. BuildKit only transfers what changed since the last build of the same context.
-    The folder is per checkout: two clones building at once must not swap each other's scripts/."""
-    checkout = hashlib.sha256(str(ROOT.resolve()).encode()).hexdigest()[:8]
-    context = cache_dir() / "contexts" / f"{image.name}-{checkout}"
+    helpers and scripts/. BuildKit only transfers what changed since the last build of the same context."""
+    context = context_dir(image.name)
     sync_dir(context / "wheels", {path.name: path for path in wheels.values()})
     sync_dir(context / "image", {p.name: p for p in (ROOT / "images" / "common").iterdir() if p.is_file()})
     shutil.copy2(image.lockfile, context / "requirements.lock")

@@ -26,7 +26,7 @@ ISA_FLAGS = (
 )  # fmt: skip
 
 
-def _quiet_import(name: str):
+def quiet_import(name: str):
     """Import a framework with its C++ start-up chatter kept off our stdout/stderr (the JSON line stays alone)."""
     saved = [os.dup(1), os.dup(2)]
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -118,7 +118,7 @@ def _cuda_runtime_loaded() -> str | None:
 
 def probe_torch() -> dict:
     try:
-        torch = _quiet_import("torch")
+        torch = quiet_import("torch")
     except ImportError as err:
         return {"available": False, "reason": f"torch cannot be imported: {err}"}
     info = {
@@ -160,7 +160,7 @@ def probe_torch() -> dict:
 def probe_tensorflow() -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        tf = _quiet_import("tensorflow")
+        tf = quiet_import("tensorflow")
     except ImportError as err:
         return {"available": False, "reason": f"tensorflow cannot be imported: {err}"}
     build = dict(tf.sysconfig.get_build_info())

@@ -1,0 +1,135 @@
+"""End-to-end tests: real `docker compose` against the real CPU images (built once per session, cached layers make
+that quick), each test in its own compose project with its own env file, data and runs folders. Containers run as
+a UID/GID that is neither root nor the image's user, so ownership of written files proves `user:` works."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labstack import ROOT
+from labstack.build import build_images
+from labstack.compose import env_values, load_script, write_env
+from labstack.matrix import load_matrix
+from labstack.notebook import build_notebook_image
+
+MATRIX = load_matrix()
+CPU_IMAGES = MATRIX.select("all", "cpu")
+TEST_UID = TEST_GID = 4321
+COMMAND_TIMEOUT = 300
+SESSION = uuid.uuid4().hex[:6]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def images():
+    """The CPU framework images and the torch notebook image, built (or found cached) once."""
+    built = {r.image.framework: r.image for r in build_images(MATRIX, CPU_IMAGES)}
+    build_notebook_image(MATRIX, MATRIX.image("torch", "cpu"))
+    return built
+
+
+@pytest.fixture(scope="session")
+def learnable_data(tmp_path_factory):
+    """A generated IDX dataset (3000 train / 1000 test) that a CNN learns to >90% in a few epochs."""
+    folder = tmp_path_factory.mktemp("data")
+    load_script("mnist").generate(folder, train=3000, test=1000, seed=7)
+    folder.chmod(0o755)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """One compose project of this session: env file, runs folder, and helpers to drive `docker compose`."""
+
+    name: str
+    env_file: Path
+    runs: Path
+    values: dict
+
+    def compose(self, *args: str, env: dict | None = None, timeout: float = COMMAND_TIMEOUT, check: bool = False):
+        """`docker compose ARGS` from the repository root, as a user types it (root compose.yaml, no -f)."""
+        command = ["docker", "compose", "--project-name", self.name, "--env-file", str(self.env_file), *args]
+        result = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
+        if check:
+            assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
+        return result
+
+    def train(self, *args: str, env: dict | None = None, timeout: float = COMMAND_TIMEOUT, check: bool = True):
+        return self.compose("run", "--rm", "train", *args, env=env, timeout=timeout, check=check)
+
+    def metrics(self, run: str) -> list[dict]:
+        path = self.runs / run / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def invoke(self, *args: str, timeout: float = COMMAND_TIMEOUT):
+        command = [sys.executable, "-m", "invoke", *args, "--project", self.name, "--env-file", str(self.env_file)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def stack(images, learnable_data, tmp_path):
+    """A fresh project: TRAIN_IMAGE is the torch CPU image, runs/ belongs to the test UID; always torn down."""
+    runs = tmp_path / "runs"
+    notebooks = tmp_path / "notebooks"
+    for folder in (runs, notebooks):
+        folder.mkdir()
+        os.chown(folder, TEST_UID, TEST_GID)
+    values = env_values(MATRIX, "torch", uid=TEST_UID, gid=TEST_GID, port=free_port())
+    values |= {"DATA_DIR": str(learnable_data), "RUNS_DIR": str(runs), "NOTEBOOK_DIR": str(notebooks)}
+    name = f"labstack-e2e-{SESSION}-{uuid.uuid4().hex[:6]}"
+    values["COMPOSE_PROJECT_NAME"] = name
+    stack = Stack(name, write_env(tmp_path / "test.env", values), runs, values)
+    try:
+        yield stack
+    finally:
+        stack.compose("--profile", "notebook", "--profile", "tools", "down", "-v", "--remove-orphans", timeout=120)
+        leftovers = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={name}"],
+            capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        if leftovers:
+            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True, check=False)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+COMPOSE_PROGRESS = re.compile(
+    r"^\s*(Network|Container|Volume) \S+\s+(Creating|Created|Starting|Started|Removing|Removed)$"
+)
+
+
+def labstack_lines(stderr: str) -> list[str]:
+    """stderr without Compose's own progress lines (network created...): what our program said."""
+    return [line for line in stderr.splitlines() if line.strip() and not COMPOSE_PROGRESS.match(line)]

@@ -1,0 +1,233 @@
+"""`docker compose run train`, the notebook and `invoke up-*` for real, on the CPU images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import TEST_GID, TEST_UID, labstack_lines, wait_for
+
+FRAMEWORKS = ["torch", "tensorflow"]
+TARGET_ACCURACY = 0.90  # the generated patterns are learnable: a learning CNN passes this in 3 epochs
+
+
+def image_env(images, framework: str) -> dict:
+    return {"TRAIN_IMAGE": images[framework].ref}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_train_learns_the_generated_dataset(stack, images, framework):
+    started = time.monotonic()
+    result = stack.train("--epochs", "3", env=image_env(images, framework))
+    wall = time.monotonic() - started
+    run = stack.runs / f"mnist-{framework}"
+    epochs = [m for m in stack.metrics(f"mnist-{framework}") if m["event"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3], result.stdout
+    assert epochs[-1]["test_accuracy"] >= TARGET_ACCURACY, epochs
+    assert not any(m["synthetic"] for m in epochs)
+    first = next(m for m in stack.metrics(f"mnist-{framework}") if m["event"] == "first_step")
+    print(f"\n{framework}: first step {first['seconds_since_process_start']} s after process start; "
+          f"`docker compose run` wall {wall:.1f} s")  # fmt: skip
+    record = json.loads((run / "environment.jsonl").read_text().splitlines()[-1])
+    assert record["framework"] == framework and record["device"] == "cpu"
+    assert record["image"] == images[framework].ref and record["manifest"]["framework"] == framework
+    for path in [run, *run.iterdir()]:
+        assert (path.stat().st_uid, path.stat().st_gid) == (TEST_UID, TEST_GID), path
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["metrics.jsonl", "environment.jsonl", f"checkpoint.{'pt' if framework == 'torch' else 'npz'}"]
+    )
+
+
+def test_synthetic_smoke_run_says_so_everywhere(stack, images):
+    result = stack.train("--synthetic", "--epochs", "1", env=image_env(images, "torch"))
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines and all(line.startswith("[synthetic data]") for line in lines), result.stdout
+    metrics = stack.metrics("synthetic-torch")
+    assert metrics and all(m["synthetic"] is True for m in metrics)
+    record = json.loads((stack.runs / "synthetic-torch" / "environment.jsonl").read_text())
+    assert record["synthetic"] is True
+
+
+def start_detached(stack, images, framework: str, *args: str) -> str:
+    name = f"{stack.name}-train"
+    stack.compose("run", "--detach", "--name", name, "train", *args, env=image_env(images, framework), check=True)
+    return name
+
+
+def container_state(name: str) -> dict:
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]["State"]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sigkill_loses_at_most_the_current_epoch(stack, images, framework):
+    run = f"mnist-{framework}"
+    name = start_detached(stack, images, framework, "--epochs", "200")
+    wait_for(lambda: sum(m["event"] == "epoch" for m in stack.metrics(run)) >= 2, 180, "two epochs")
+    subprocess.run(["docker", "kill", "--signal", "KILL", name], capture_output=True, check=True)
+    wait_for(lambda: not container_state(name)["Running"], 30, "the container to die")
+    last = max(m["epoch"] for m in stack.metrics(run) if m["event"] == "epoch")
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+    result = stack.train("--epochs", str(last + 2), env=image_env(images, framework))
+    start = [m for m in stack.metrics(run) if m["event"] == "start"][-1]
+    # The checkpoint is written before its metrics line: it holds the last logged epoch or the one after.
+    assert start["resumed"] and start["from_epoch"] in (last, last + 1), result.stdout
+    assert start["from_sample"] == 0
+    assert "resuming from checkpoint" in result.stdout
+    epochs = [m for m in stack.metrics(run) if m["event"] == "epoch" and m["resumed"]]
+    assert epochs and epochs[-1]["epoch"] == last + 2 and epochs[-1]["test_accuracy"] >= TARGET_ACCURACY
+    assert not list((stack.runs / run).glob(".checkpoint*")), "a temp file outlived the resumed run"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sigterm_writes_a_checkpoint_and_the_next_run_continues_there(stack, images, framework):
+    run = f"mnist-{framework}"
+    # Small batches: an epoch has ~190 steps, so the signal lands inside one.
+    name = start_detached(stack, images, framework, "--epochs", "200", "--batch-size", "16")
+    wait_for(lambda: any(m["event"] == "epoch" for m in stack.metrics(run)), 180, "the first epoch")
+    subprocess.run(["docker", "stop", "--time", "60", name], capture_output=True, check=True)
+    assert container_state(name)["ExitCode"] == 143
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    stop = [m for m in stack.metrics(run) if m["event"] == "stop"]
+    assert len(stop) == 1 and stop[0]["signal"] == "SIGTERM", stack.metrics(run)[-3:]
+
+    stack.train("--epochs", str(stop[0]["epoch"]), "--batch-size", "16", env=image_env(images, framework))
+    start = [m for m in stack.metrics(run) if m["event"] == "start"][-1]
+    assert (start["from_epoch"] + 1, start["from_sample"]) == (stop[0]["epoch"], stop[0]["sample"])
+    finished = [m for m in stack.metrics(run) if m["event"] == "epoch"][-1]
+    assert finished["epoch"] == stop[0]["epoch"] and finished["resumed"]
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0
+    lines = labstack_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("labstack: ") and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_unknown_framework_is_one_line(stack, images):
+    result = stack.train("--framework", "jax", check=False)
+    assert_one_line_error(result, "unknown framework jax")
+    assert result.returncode == 2
+
+
+def test_framework_the_image_lacks_is_one_line(stack, images):
+    result = stack.train("--synthetic", check=False, env={"FRAMEWORK": "tensorflow"})
+    assert_one_line_error(result, "not tensorflow", "invoke env --framework tensorflow")
+
+
+def test_data_folder_without_mnist_is_one_line(stack, images, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = stack.train(check=False, env={"DATA_DIR": str(empty)})
+    assert_one_line_error(result, "no MNIST in /data", "invoke data")
+    assert not any(stack.runs.iterdir()), "a failed start left files in the runs folder"
+
+
+def test_missing_data_folder_is_one_line_and_not_created(stack, images, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    result = stack.train(check=False, env={"DATA_DIR": str(missing)})
+    lines = labstack_lines(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1 and "does not exist" in lines[0], result.stderr
+    assert not missing.exists()
+
+
+def test_unwritable_runs_folder_is_one_line(stack, images, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)  # owned by the test's own user (root here), not by TEST_UID
+    result = stack.train("--synthetic", check=False, env={"RUNS_DIR": str(locked)})
+    assert_one_line_error(result, "not writable by uid 4321", "invoke env")
+    assert result.returncode == 2 and not any(locked.iterdir())
+
+
+def get(url: str, headers: dict | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_up_cpu_serves_the_notebook_with_its_token_only(stack, images):
+    result = stack.invoke("up-cpu", "--framework", "torch")
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip().splitlines()[-1]
+    port, token = stack.values["NOTEBOOK_PORT"], stack.values["JUPYTER_TOKEN"]
+    assert url == f"http://127.0.0.1:{port}/lab?token={token}"
+    assert "docker compose --project-name" in result.stdout and "up --detach --wait" in result.stdout
+    base = f"http://127.0.0.1:{port}"
+    assert get(f"{base}/api/status", {"Authorization": f"token {token}"}) == 200
+    assert get(url) == 200
+    assert get(f"{base}/api/status") == 403
+    assert get(f"{base}/api/status", {"Authorization": "token not-the-token"}) == 403
+    ps = json.loads(
+        subprocess.run(
+            ["docker", "inspect", f"{stack.name}-notebook-1"], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    assert ps["State"]["Health"]["Status"] == "healthy"
+    assert ps["Config"]["User"] == f"{TEST_UID}:{TEST_GID}"
+    bindings = ps["HostConfig"]["PortBindings"]["8888/tcp"]
+    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
+    assert not ps["HostConfig"]["Privileged"] and ps["HostConfig"]["IpcMode"] != "host"
+    down = stack.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert get_refused(base)
+
+
+def get_refused(base: str) -> bool:
+    try:
+        get(f"{base}/api/status")
+    except (urllib.error.URLError, ConnectionError):
+        return True
+    return False
+
+
+def test_notebook_refuses_to_start_without_a_token(stack, images):
+    result = stack.compose(
+        "--profile", "notebook", "run", "--rm", "--no-deps", "notebook", env={"JUPYTER_TOKEN": "",
+        "NOTEBOOK_IMAGE": stack.values["NOTEBOOK_IMAGE"]},
+    )  # fmt: skip
+    assert_one_line_error(result, "JUPYTER_TOKEN is empty")
+
+
+@pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this host has an NVIDIA GPU")
+def test_up_gpu_on_a_cpu_host_fails_cleanly_and_starts_nothing(stack, images):
+    result = stack.invoke("up-gpu", "--framework", "torch")
+    assert result.returncode == 5
+    lines = labstack_lines(result.stderr)
+    assert len(lines) == 1 and "invoke up-cpu" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    containers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.name}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert containers == []
+
+
+def test_defaults_without_env_file_resolve_to_the_checkout_and_the_matrix(tmp_path, monkeypatch):
+    """`docker compose` from the root with no .env: mounts are ./data and ./runs, images the matrix's."""
+    from labstack import ROOT
+    from labstack.matrix import load_matrix
+
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    for name in ("LABSTACK_REPOSITORY", "TRAIN_IMAGE", "DATA_DIR", "RUNS_DIR", "UID", "GID"):
+        monkeypatch.delenv(name, raising=False)
+    out = subprocess.run(
+        ["docker", "compose", "--env-file", str(empty), "--profile", "notebook", "config", "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    services = json.loads(out)["services"]
+    train = services["train"]
+    assert {v["source"] for v in train["volumes"]} == {str(ROOT / "data"), str(ROOT / "runs")}
+    assert train["image"] == load_matrix().image("torch", "cpu").ref
+    assert train["user"] == "1000:1000" and train["network_mode"] == "none"
+    assert services["notebook"]["ports"][0]["host_ip"] == "127.0.0.1"

@@ -1,0 +1,163 @@
+"""Compose files, .env and the compose command lines: pure logic, no Docker."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from labstack import ROOT
+from labstack.compose import (
+    COMPOSE_FILE,
+    GPU_FILE,
+    Project,
+    container_user,
+    data_helper,
+    default_project,
+    env_values,
+    notebook_url,
+    one_framework,
+    parse_env,
+    read_env,
+    shell_line,
+    write_env,
+)
+from labstack.errors import LabstackError
+from labstack.matrix import load_matrix
+from labstack.notebook import notebook_ref
+
+MATRIX = load_matrix()
+COMPOSE_TEXT = COMPOSE_FILE.read_text()
+GPU_TEXT = GPU_FILE.read_text()
+
+
+def defaults(text: str, variable: str) -> set[str]:
+    return set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", text))
+
+
+@pytest.fixture
+def default_repository(monkeypatch):
+    monkeypatch.delenv("LABSTACK_REPOSITORY", raising=False)
+
+
+def test_compose_image_defaults_follow_the_matrix(default_repository):
+    torch_cpu = MATRIX.image("torch", "cpu")
+    assert defaults(COMPOSE_TEXT, "TRAIN_IMAGE") == {torch_cpu.ref}
+    assert defaults(COMPOSE_TEXT, "NOTEBOOK_IMAGE") == {notebook_ref(torch_cpu)}
+    assert MATRIX.image("torch", "cuda").ref in GPU_TEXT
+
+
+def test_compose_user_defaults_are_the_image_user():
+    assert f'"${{UID:-{MATRIX.uid}}}:${{GID:-{MATRIX.gid}}}"' in COMPOSE_TEXT
+
+
+@pytest.mark.parametrize("text", [COMPOSE_TEXT, GPU_TEXT], ids=["compose.yaml", "compose.gpu.yaml"])
+def test_every_variable_has_a_default(text):
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    bare = re.findall(r"\$\{(\w+)\}", code) + re.findall(r"\$(?!\{|\$)(\w+)", code)
+    assert bare == []
+
+
+def test_no_unsafe_defaults():
+    code = "\n".join(line.split("#", 1)[0] for line in COMPOSE_TEXT.splitlines() + GPU_TEXT.splitlines())
+    assert "ipc:" not in code and "privileged" not in code and "network_mode: host" not in code
+    assert "shm_size: ${SHM_SIZE:-" in code
+    assert '"${NOTEBOOK_BIND:-127.0.0.1}:' in code
+
+
+def test_gpu_overlay_holds_only_the_reservation_and_nvidia_settings():
+    code = "\n".join(line.split("#", 1)[0] for line in GPU_TEXT.splitlines())
+    keys = set(re.findall(r"^\s*([a-z_]+):", code, re.M))
+    assert keys <= {"x", "gpu", "deploy", "resources", "reservations", "devices", "driver", "count", "capabilities",
+                    "environment", "services", "train", "notebook"}  # fmt: skip
+    assert "NVIDIA_VISIBLE_DEVICES" in code and "driver: nvidia" in code
+
+
+def test_root_compose_file_includes_the_services():
+    assert "include:\n  - compose/compose.yaml" in (ROOT / "compose.yaml").read_text()
+
+
+def test_env_values_come_from_the_matrix(default_repository, tmp_path):
+    values = env_values(MATRIX, "tensorflow", uid=1234, gid=99, root=tmp_path / "My Lab", token="t" * 48)
+    image = MATRIX.image("tensorflow", "cpu")
+    assert values["TRAIN_IMAGE"] == image.ref == "labstack/tensorflow:" + image.tag
+    assert values["NOTEBOOK_IMAGE"] == image.ref + "-notebook"
+    assert (values["UID"], values["GID"], values["JUPYTER_TOKEN"]) == ("1234", "99", "t" * 48)
+    assert values["RUNS_DIR"] == str(tmp_path / "My Lab" / "runs")
+    assert values["COMPOSE_PROJECT_NAME"] == "mylab"
+
+
+def test_env_values_follow_labstack_repository(monkeypatch):
+    monkeypatch.setenv("LABSTACK_REPOSITORY", "registry.example/lab")
+    assert env_values(MATRIX, "torch", uid=1, gid=1)["TRAIN_IMAGE"].startswith("registry.example/lab/torch:")
+
+
+def test_new_tokens_are_random_and_long():
+    tokens = {env_values(MATRIX, "torch", uid=1, gid=1)["JUPYTER_TOKEN"] for _ in range(3)}
+    assert len(tokens) == 3 and all(len(t) >= 32 for t in tokens)
+
+
+def test_env_file_round_trips_and_is_private(tmp_path):
+    values = env_values(MATRIX, "torch", uid=1000, gid=1000, root=tmp_path)
+    path = write_env(tmp_path / ".env", values)
+    assert read_env(path) == values
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_parse_env_skips_comments_and_strips_quotes():
+    assert parse_env("# c\n\nA=1\nB='two words'\nC=\"x\"\nnot a line\n") == {"A": "1", "B": "two words", "C": "x"}
+
+
+def test_root_gets_the_image_user_everyone_else_themselves():
+    assert container_user(0, 0, MATRIX) == (MATRIX.uid, MATRIX.gid)
+    assert container_user(1234, 567, MATRIX) == (1234, 567)
+
+
+@pytest.mark.parametrize("name", ["jax", "all", "torch,tensorflow", ""])
+def test_one_framework_refuses_anything_but_one_name(name):
+    with pytest.raises(LabstackError) as err:
+        one_framework(MATRIX, name)
+    assert err.value.code == 2 and "choose torch or tensorflow" in str(err.value)
+
+
+def test_compose_command_cpu_and_gpu(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    cpu = Project("lab", env).command("up", "-d")
+    assert cpu == ["docker", "compose", "--project-name", "lab", "--env-file", str(env), "--file", str(COMPOSE_FILE),
+                   "--profile", "notebook", "up", "-d"]  # fmt: skip
+    gpu = Project("lab", env, gpu=True).command("up")
+    assert gpu[gpu.index(str(COMPOSE_FILE)) + 1 : gpu.index(str(COMPOSE_FILE)) + 3] == ["--file", str(GPU_FILE)]
+    assert "--env-file" not in Project("lab", tmp_path / "missing.env").command("down")
+
+
+def test_shell_line_is_what_you_type_from_the_root():
+    line = shell_line(Project("lab", ROOT / "no.env", gpu=True).command("up"), {"NOTEBOOK_IMAGE": "a b"})
+    assert line == (
+        "NOTEBOOK_IMAGE='a b' docker compose --project-name lab --file compose/compose.yaml "
+        "--file compose/compose.gpu.yaml --profile notebook up"
+    )
+
+
+def test_notebook_url():
+    values = {"NOTEBOOK_BIND": "0.0.0.0", "NOTEBOOK_PORT": "9999", "JUPYTER_TOKEN": "abc"}
+    assert notebook_url(values) == "http://127.0.0.1:9999/lab?token=abc"
+    assert notebook_url({"JUPYTER_TOKEN": "abc"}) == "http://127.0.0.1:8888/lab?token=abc"
+
+
+def test_default_project_matches_compose_naming(tmp_path):
+    assert default_project(tmp_path / "wt-compose") == "wt-compose"
+    assert default_project(tmp_path / "My.Lab_1") == "mylab_1"
+
+
+def test_data_helper_takes_one_action(tmp_path):
+    with pytest.raises(LabstackError) as err:
+        data_helper(str(tmp_path), generate=True, verify=True)
+    assert err.value.code == 2
+
+
+def test_data_helper_generates_then_verifies(tmp_path, capsys):
+    data_helper(str(tmp_path), generate=True)
+    data_helper(str(tmp_path), verify=True)
+    assert "SHA256SUMS" in capsys.readouterr().out

@@ -1,0 +1,249 @@
+"""The in-image scripts' pure logic (IDX, checksums, atomic checkpoints, argument checks) and the notebook locks,
+without Docker or a framework."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from labstack import ROOT
+from labstack.compose import load_script
+from labstack.errors import LabstackError
+from labstack.lock import Pin, read_lock
+from labstack.matrix import load_matrix
+from labstack.notebook import layer_pins, notebook_inputs, read_notebook_lock
+
+MATRIX = load_matrix()
+mnist = load_script("mnist")
+notebook = load_script("notebook")
+sys.path.insert(0, str(ROOT / "scripts"))  # train.py imports its siblings as the images do
+train = load_script("train")
+
+
+def test_idx_round_trip():
+    payload = bytes(range(256)) * 2
+    dims, data = mnist.decode_idx(mnist.encode_idx((2, 16, 16), payload), "x")
+    assert dims == (2, 16, 16) and data == payload
+
+
+@pytest.mark.parametrize(
+    ("blob", "words"),
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "bad magic"),
+        (b"\x00\x00\x0d\x01\x00\x00\x00\x01\x05", "type 0x0d"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x03\x05", "truncated"),
+        (b"\x00\x00\x08\x02\x00\x00", "header"),
+    ],
+)
+def test_bad_idx_names_the_file_and_the_problem(blob, words):
+    with pytest.raises(mnist.DataError) as err:
+        mnist.decode_idx(blob, "train-labels-idx1-ubyte")
+    assert "train-labels-idx1-ubyte" in str(err.value) and words in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen")
+    mnist.generate(folder, train=200, test=50, seed=1)
+    return folder
+
+
+def test_generated_data_is_verified_by_its_sidecar_and_loads(generated):
+    data = mnist.load(generated)
+    assert data.source == "SHA256SUMS" and (data.train.count, data.test.count) == (200, 50)
+    assert len(data.train.images) == 200 * 28 * 28 and set(data.train.labels) <= set(range(10))
+    assert len(set(data.train.labels)) == 10
+
+
+def test_generation_is_deterministic(generated, tmp_path):
+    mnist.generate(tmp_path, train=200, test=50, seed=1)
+    assert (tmp_path / mnist.SUMS).read_text() == (generated / mnist.SUMS).read_text()
+
+
+def copy(folder, target):
+    target.mkdir()
+    for path in folder.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_a_changed_byte_is_refused(generated, tmp_path):
+    folder = copy(generated, tmp_path / "d")
+    path = folder / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[-1] = (data[-1] + 1) % 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(mnist.DataError, match="does not match its checksum"):
+        mnist.verify(folder)
+
+
+def test_files_without_any_checksum_say_how_to_record_them(generated, tmp_path):
+    folder = copy(generated, tmp_path / "d")
+    (folder / mnist.SUMS).unlink()
+    with pytest.raises(mnist.DataError, match=re.escape("mnist.py record")):
+        mnist.verify(folder)
+    mnist.record(folder)
+    assert mnist.verify(folder)[1] == "SHA256SUMS"
+
+
+def test_gzip_files_read_and_a_fake_mnist_archive_is_refused(generated, tmp_path):
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    for stem in mnist.FILES.values():
+        (folder / f"{stem}.gz").write_bytes(gzip.compress((generated / stem).read_bytes()))
+    # The names of the real archives, other contents: the published checksum table catches it.
+    with pytest.raises(mnist.DataError, match="does not match its checksum"):
+        mnist.verify(folder)
+    mnist.record(folder)
+    assert mnist.load(folder).train.images == mnist.load(generated).train.images
+
+
+def test_missing_folder_and_missing_files(tmp_path):
+    with pytest.raises(mnist.DataError, match="does not exist"):
+        mnist.verify(tmp_path / "nope")
+    with pytest.raises(mnist.DataError, match="invoke data --download"):
+        mnist.verify(tmp_path)
+
+
+def test_download_failure_says_what_to_do_offline(tmp_path):
+    with pytest.raises(mnist.DataError) as err:
+        mnist.download(tmp_path, mirrors=("https://127.0.0.1:9/",), timeout=2)
+    assert err.value.code == 1 and "copy them into" in str(err.value) and "--generate" in str(err.value)
+
+
+def test_save_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train.save_atomic(path, lambda handle: handle.write(b"old"))
+
+    def crash(handle):
+        handle.write(b"half of the new one")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        train.save_atomic(path, crash)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_stale_temps_of_a_killed_process_are_removed(tmp_path):
+    (tmp_path / ".checkpoint.pt.tmp-123").write_bytes(b"x")
+    (tmp_path / "checkpoint.pt").write_bytes(b"y")
+    train.remove_stale_temps(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def installed_only(*names):
+    return lambda name: object() if name in names else None
+
+
+def test_choose_framework():
+    manifest = {"framework": "torch"}
+    assert train.choose_framework(None, manifest, installed_only("torch")) == "torch"
+    assert train.choose_framework("torch", {}, installed_only("torch")) == "torch"
+    with pytest.raises(train.UsageError, match="unknown framework jax"):
+        train.choose_framework("jax", manifest, installed_only("torch"))
+    with pytest.raises(train.UsageError, match="has torch, not tensorflow"):
+        train.choose_framework("tensorflow", manifest, installed_only("torch"))
+    with pytest.raises(train.UsageError, match="--framework"):
+        train.choose_framework(None, {}, installed_only())
+
+
+def test_run_names():
+    assert train.run_name("torch", False, None) == "mnist-torch"
+    assert train.run_name("tensorflow", True, None) == "synthetic-tensorflow"
+    for bad in ("../x", ".hidden", "a/b"):
+        with pytest.raises(train.UsageError):
+            train.run_name("torch", False, bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--epochs", "0"], "--epochs"), (["--batch-size", "-1"], "--batch-size"), (["--lr", "0"], "--lr")],
+)
+def test_bad_numbers_are_refused(args, words):
+    with pytest.raises(train.UsageError, match=words):
+        train.parse_args(args)
+
+
+def test_bad_arguments_are_one_line_exit_2(capsys, tmp_path):
+    assert train.main(["--framework", "jax", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labstack: unknown framework jax")
+
+
+def test_runs_folder_must_exist(tmp_path):
+    with pytest.raises(train.UsageError, match="does not exist"):
+        train.check_writable(tmp_path / "nope")
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root writes anywhere; tests/e2e checks this with another UID")
+def test_unwritable_runs_folder(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(train.UsageError, match="not writable"):
+            train.check_writable(tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_notebook_token_rules():
+    assert "empty" in notebook.token_problem("")
+    assert "shorter" in notebook.token_problem("abc")
+    assert notebook.token_problem("a" * 48) is None
+
+
+def test_notebook_layer_keeps_only_what_the_framework_lacks():
+    framework = [Pin("jinja2", "3.1.6", frozenset({"a"})), Pin("torch", "2.13.0", frozenset({"b"}))]
+    wanted = [Pin("jinja2", "3.1.6", frozenset({"a"})), Pin("jupyterlab", "4.6.6", frozenset({"c"}))]
+    assert [p.name for p in layer_pins(wanted, framework)] == ["jupyterlab"]
+    with pytest.raises(LabstackError, match=re.escape("jinja2 3.1.6 -> 3.1.7")):
+        layer_pins([Pin("jinja2", "3.1.7", frozenset({"d"}))], framework)
+
+
+def test_notebook_inputs_change_with_the_framework_pins_not_its_comments():
+    a, b = [Pin("numpy", "2.0.0", frozenset({"aa"}))], [Pin("numpy", "2.0.1", frozenset({"bb"}))]
+    assert notebook_inputs(("jupyterlab==1",), a) != notebook_inputs(("jupyterlab==1",), b)
+    assert notebook_inputs(("jupyterlab==1",), a) != notebook_inputs(("jupyterlab==2",), a)
+    assert notebook_inputs(("jupyterlab==1",), a) == notebook_inputs(("jupyterlab==1",), list(a))
+
+
+@pytest.mark.parametrize("image", MATRIX.images, ids=[i.name for i in MATRIX.images])
+def test_notebook_lockfiles_are_current_hashed_and_add_only(image):
+    pins = read_notebook_lock(image, MATRIX)
+    framework = {p.name for p in read_lock(image, MATRIX)}
+    assert pins and all(p.hashes for p in pins)
+    assert not framework & {p.name for p in pins}
+    assert "jupyterlab" in {p.name for p in pins}
+
+
+def test_scripts_are_standard_library_plus_framework():
+    allowed = set(sys.stdlib_module_names) | {"mnist", "probe", "torch", "tensorflow", "keras", "numpy", "pynvml"}
+    for name in ("mnist", "train", "notebook"):
+        source = (ROOT / "scripts" / f"{name}.py").read_text()
+        imported = {m.split(".")[0] for m in re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M)}
+        assert imported <= allowed, (name, imported - allowed)
+
+
+def run_invoke(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("task", ["env", "up-cpu", "up-gpu"])
+def test_tasks_refuse_an_unknown_framework_in_one_line(task):
+    result = run_invoke(task, "--framework", "jax")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "unknown framework jax" in lines[0], result.stderr
+
+
+def test_new_tasks_are_listed_with_a_description():
+    listing = run_invoke("--list").stdout
+    for name in ("env", "data", "notebook-lock", "notebook-image", "up-cpu", "up-gpu", "down"):
+        line = next(line for line in listing.splitlines() if line.strip().startswith(name + " "))
+        assert len(line.split()) > 1
