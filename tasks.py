@@ -109,4 +109,31 @@ def test(c, unit=False, variant="all"):
     c.run(f"{sys.executable} -m pytest {target} --variant {variant}", pty=False)
 
 
-ns = Collection(lock, base, build, wheels, test)
+@task(
+    help={
+        "framework": FRAMEWORK_HELP,
+        "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
+        "run (default: auto)",
+        "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all)",
+        "quick": "smaller models and fewer steps, about a minute per image (default: the full sizes)",
+        "local": "also run each framework on this host, from a venv of the image's own wheels, to measure the "
+        "container's overhead (default: containers only)",
+        "repeat": "run everything N times to measure the run-to-run spread (default: 1)",
+        "compare": "an earlier benchmark.json: flag changes larger than the measured noise (default: none)",
+        "out": "directory for benchmark.json, .md and .png (default: reports/benchmark-<UTC time>)",
+        "cpus": "CPU quota for the containers, like docker run --cpus (default: no limit)",
+    }
+)
+@one_line_errors
+def benchmark(
+    c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat=1, compare=None,
+    out=None, cpus=None,
+):  # fmt: skip
+    """Measure the workloads in the images (and on this host), then write the "do you need a GPU?" report."""
+    from labstack.bench import BenchOptions, parse_cpus, print_outcome, run_benchmark
+
+    options = BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))
+    print_outcome(run_benchmark(options))
+
+
+ns = Collection(lock, base, build, wheels, test, benchmark)
