@@ -129,7 +129,7 @@ def benchmark(
     c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat=1, compare=None,
     out=None, cpus=None,
 ):  # fmt: skip
-    """Measure the workloads in the images (and on this host), then write the "do you need a GPU?" report."""
+    """Do you need a GPU? Benchmark the images on this machine; write JSON, Markdown and a chart."""
     from labstack.bench import BenchOptions, parse_cpus, print_outcome, run_benchmark
 
     options = BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))

@@ -56,10 +56,7 @@ class Target:
 
     image: Image
     where: str  # "image" or "local"
-
-    @property
-    def device(self) -> str:
-        return "cuda" if self.image.variant == "cuda" else "cpu"
+    device: str  # "cpu" or "cuda": a CUDA image can also be measured on its CPU
 
     @property
     def label(self) -> str:
@@ -69,9 +66,10 @@ class Target:
 def plan_targets(images: list[Image], local: bool) -> list[Target]:
     targets = []
     for image in images:
-        targets.append(Target(image, "image"))
+        device = "cuda" if image.variant == "cuda" else "cpu"
+        targets.append(Target(image, "image", device))
         if local:
-            targets.append(Target(image, "local"))
+            targets.append(Target(image, "local", device))
     return targets
 
 
