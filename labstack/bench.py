@@ -119,6 +119,7 @@ def stream_events(lines, on_event, tail: list[str]) -> None:
 
 def run_in_container(client, target: Target, args: list[str], cpus: float | None, timeout: int, on_event) -> dict:
     """bench.py in a fresh container of the image: no network, the CPU quota given, killed after `timeout`."""
+    import docker.errors
     import docker.types
 
     options: dict = {"network_mode": "none", "shm_size": "1g", "detach": True, "labels": {"labstack.bench": "1"}}
@@ -126,7 +127,11 @@ def run_in_container(client, target: Target, args: list[str], cpus: float | None
         options["nano_cpus"] = int(cpus * 1e9)
     if target.device == "cuda":
         options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    container = client.containers.run(target.image.ref, ["python", IN_IMAGE_SCRIPT, *args], **options)
+    try:
+        container = client.containers.run(target.image.ref, ["python", IN_IMAGE_SCRIPT, *args], **options)
+    except docker.errors.DockerException as err:
+        reason = getattr(err, "explanation", None) or str(err)
+        raise LabstackError(f"cannot start {target.label}: {reason}") from None
     timer = threading.Timer(timeout, container.kill)
     tail: list[str] = []
     try:
@@ -366,6 +371,8 @@ def run_benchmark(options: BenchOptions) -> dict:
     except RunInterrupted as stop:
         if stop.partial:
             doc["runs"].append({**stop.partial, "where": target.where, "image": target.image.ref})
+        doc["interrupted"] = True
+    except KeyboardInterrupt:  # between runs: everything finished so far is already in doc
         doc["interrupted"] = True
     doc["summary"] = summarise(doc["runs"])
     doc["container_ratios"] = container_ratios(doc["summary"])

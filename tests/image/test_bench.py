@@ -35,8 +35,6 @@ def test_quick_workload_in_a_container_with_one_cpu(image, client):
 
 
 def test_cuda_requested_where_the_framework_sees_no_gpu_exits_5(image, client):
-    if image.variant != "cuda":
-        pytest.skip("the CUDA images only")
     command = ["python", IN_IMAGE_SCRIPT, *bench_arguments(Target(image, "image", "cuda"), ["matmul"], True)]
     container = client.containers.run(image.ref, command, detach=True, network_mode="none")  # no GPU requested
     try:
@@ -46,6 +44,9 @@ def test_cuda_requested_where_the_framework_sees_no_gpu_exits_5(image, client):
         container.remove(force=True)
     assert code == 5
     assert doc["results"] == [] and re.search("cannot use CUDA|lists no GPU", doc["errors"][0]["error"])
+
+
+test_cuda_requested_where_the_framework_sees_no_gpu_exits_5.variants = ("cuda",)  # conftest reads this
 
 
 def invoke_benchmark(tmp_path, *args):
@@ -80,7 +81,8 @@ def test_local_runs_the_same_wheels_on_the_host_and_gives_the_container_ratio(tm
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads((tmp_path / "benchmark.json").read_text())
     local = next(run for run in doc["runs"] if run["where"] == "local")
-    assert not local["environment"]["system"]["in_container"]
+    assert local["environment"]["system"]["image_manifest"] is None  # no image around it
+    assert next(r for r in doc["runs"] if r["where"] == "image")["environment"]["system"]["image_manifest"]
     assert local["framework_version"] == next(r for r in doc["runs"] if r["where"] == "image")["framework_version"]
     (ratio,) = doc["container_ratios"]
     assert ratio["workload"] == "mnist_cnn" and ratio["ratio"] > 0
