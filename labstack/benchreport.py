@@ -123,12 +123,12 @@ def clock_note(rows: list[dict], env: dict | None) -> str | None:
     )
 
 
-def fp32_gemm_note(row: dict, rows: list[dict], env: dict | None, blas: str | None) -> str | None:
+def fp32_gemm_note(row: dict, rows: list[dict], env: dict | None, blas: str | None, busy: bool) -> str | None:
     """Why an fp32 GEMM is below 70% of the computed peak, from what the runs recorded."""
     fraction = row.get("fraction_of_peak")
     if fraction is None or fraction >= 0.7 or row["precision"] != "fp32":
         return None
-    notes = []
+    notes = ["the machine was busy (see the warning above), so part of the gap may be contention"] if busy else []
     other = [
         r for r in rows
         if r["workload"] == "matmul" and r["precision"] == "fp32" and r["framework"] != row["framework"]
@@ -146,7 +146,7 @@ def fp32_gemm_note(row: dict, rows: list[dict], env: dict | None, blas: str | No
             "runs AVX2 kernels on AMD: at most half of this AVX-512 peak"
         )
     if not notes:
-        notes.append("the BLAS library, a busy machine or a clock lower than the one read can each cause this")
+        notes.append("the BLAS library or a clock lower than the one read can each cause this")
     return f"{row['framework']} fp32 is below 70% of the peak: " + "; ".join(notes)
 
 
@@ -167,7 +167,10 @@ def verdicts(rows: list[dict], references: list[dict], runs: list[dict]) -> dict
             ]
             sentences = ["This CPU, against its computed peak: " + ", ".join(figures)]
             sentences += [n for n in [clock_note(rows, env)] if n]
-            sentences += [n for r in members if (n := fp32_gemm_note(r, rows, env, blas.get(r["framework"])))]
+            busy = busy_warning({"runs": runs, "host": {"cpu": (env or {}).get("cpu")}}) is not None
+            sentences += [
+                note for r in members if (note := fp32_gemm_note(r, rows, env, blas.get(r["framework"]), busy))
+            ]
         else:
             figures = [f"{r['framework']} {fmt(r['throughput'])} {r['unit']} ({time_scale(r)})" for r in members]
             sentences = [f"This CPU ({describe_config(members[0])}): " + "; ".join(figures)]

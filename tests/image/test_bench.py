@@ -57,9 +57,12 @@ def invoke_benchmark(tmp_path, *args):
     )  # fmt: skip
 
 
+RECORDED = ROOT / "tests" / "unit" / "data" / "bench-quick-2cpu.json"
+
+
 @pytest.mark.usefixtures("built")
 def test_invoke_benchmark_writes_json_markdown_and_chart(tmp_path):
-    result = invoke_benchmark(tmp_path)
+    result = invoke_benchmark(tmp_path, "--compare", str(RECORDED))
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads((tmp_path / "benchmark.json").read_text())
     cpu_images = {i.ref for i in MATRIX.select("all", "cpu")}
@@ -73,6 +76,20 @@ def test_invoke_benchmark_writes_json_markdown_and_chart(tmp_path):
         assert NO_REFERENCE in markdown
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     assert "report: " in result.stdout
+    changes = doc["compare"]["changes"]  # the recorded run measured the same size of mnist_cnn
+    assert {(c["framework"], c["workload"]) for c in changes} == {(f, "mnist_cnn") for f in MATRIX.frameworks}
+    assert f"## Compared with {RECORDED}" in markdown
+
+
+def test_asking_for_cuda_without_a_usable_gpu_is_one_line_with_exit_5(client):
+    if not subprocess.run(["sh", "-c", "ls /dev/nvidia0"], capture_output=True).returncode:
+        pytest.skip("this host has a GPU")
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "benchmark", "--variant", "cuda", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("labstack: ")
 
 
 @pytest.mark.usefixtures("built")
