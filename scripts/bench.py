@@ -119,6 +119,9 @@ class TorchBackend:
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # already set in this process
             torch.set_num_interop_threads(1)  # one training step at a time: no inter-op parallelism to use
+        # fp32 means fp32 in both frameworks: no TF32 tensor cores (cuDNN convolutions default to them)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         if device == "cuda" and not torch.cuda.is_available():
             raise DeviceUnusable(f"torch {torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False)")
         self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
@@ -135,7 +138,11 @@ class TorchBackend:
     def extra(self) -> dict:
         config = self.torch.__config__.show()
         blas = re.search(r"BLAS_INFO=(\w+)", config)
-        return {"blas": blas.group(1) if blas else None, "mkldnn": self.torch.backends.mkldnn.is_available()}
+        return {
+            "blas": blas.group(1) if blas else None,
+            "mkldnn": self.torch.backends.mkldnn.is_available(),
+            "tf32": self.torch.backends.cudnn.allow_tf32 or self.torch.backends.cuda.matmul.allow_tf32,
+        }
 
     def sync(self) -> None:
         if self.kind == "cuda":
@@ -279,6 +286,7 @@ class TensorflowBackend:
         self.tf = tf
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # fp32 means fp32, as in torch
         gpus = tf.config.list_physical_devices("GPU")
         if device == "cuda" and not gpus:
             raise DeviceUnusable(f"tensorflow {tf.__version__} lists no GPU here (built with CUDA: "
@@ -302,7 +310,7 @@ class TensorflowBackend:
     def extra(self) -> dict:
         import keras
 
-        return {"keras": keras.__version__}
+        return {"keras": keras.__version__, "tf32": self.tf.config.experimental.tensor_float_32_execution_enabled()}
 
     def sync(self) -> None:
         pass  # every step returns a scalar that is fetched (.numpy()), which waits for the device
