@@ -115,13 +115,13 @@ def test(c, unit=False, variant="all"):
         "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
         "run (default: auto)",
         "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all)",
-        "quick": "smaller models and fewer steps, about a minute per image (default: the full sizes)",
+        "quick": "smaller models and fewer steps, about half a minute per image on 2 CPUs (default: the full sizes)",
         "local": "also run each framework on this host, from a venv of the image's own wheels, to measure the "
         "container's overhead (default: containers only)",
         "repeat": "run everything N times to measure the run-to-run spread (default: 1)",
         "compare": "an earlier benchmark.json: flag changes larger than the measured noise (default: none)",
         "out": "directory for benchmark.json, .md and .png (default: reports/benchmark-<UTC time>)",
-        "cpus": "CPU quota for the containers, like docker run --cpus (default: no limit)",
+        "cpus": "CPU quota for the containers, like docker run --cpus; --local runs are not limited (default: none)",
     }
 )
 @one_line_errors

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from labstack import ROOT
@@ -254,10 +254,9 @@ class BenchOptions:
     compare: str | None = None
     out: str | None = None
     cpus: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
-def host_record(matrix: Matrix) -> dict:
+def host_record() -> dict:
     from labstack.build import git_output
     from labstack.gpu import run_probe
 
@@ -272,7 +271,7 @@ def host_record(matrix: Matrix) -> dict:
 def select_images(matrix: Matrix, options: BenchOptions, client) -> list[Image]:
     """The images to run: the chosen variants, or with 'auto' the CPU images plus the CUDA ones this host's GPU
     can run. Asking for cuda on a host without a usable GPU is an error (exit 5) that says why."""
-    from labstack.gpu import gpu_preflight, gpu_problems, local_gpu
+    from labstack.gpu import HOOKS, gpu_preflight, gpu_problems, local_gpu
 
     if options.variant != "auto":
         images = matrix.select(options.framework, options.variant)
@@ -285,7 +284,7 @@ def select_images(matrix: Matrix, options: BenchOptions, client) -> list[Image]:
     gpu = local_gpu()
     if gpu.nvml.get("available"):
         info = client.info()
-        hooks = any(shutil.which(h) for h in ("nvidia-container-runtime-hook", "nvidia-container-runtime"))
+        hooks = any(shutil.which(h) for h in HOOKS)
         images += [i for i in cuda if not gpu_problems(i, matrix, gpu, info, hooks)]
     return images
 
@@ -335,7 +334,7 @@ def run_benchmark(options: BenchOptions) -> dict:
         "workloads": workloads,
         "repeat": options.repeat,
         "cpus_limit": options.cpus,
-        "host": host_record(matrix),
+        "host": host_record(),
         "runs": [],
         "interrupted": False,
     }
