@@ -193,12 +193,12 @@ def environment_lines(doc: dict) -> list[str]:
     for run in doc.get("runs", []):
         env = run.get("environment") or {}
         threads = run.get("threads") or {}
-        load = run.get("loadavg_start") or [None]
+        other = run.get("other_load")
         lines.append(
             f"- {run['framework']} {run.get('framework_version')} on {run['device']} ({run.get('device_name')}), "
             f"{'container ' + str(run.get('image')) if run.get('where') == 'image' else 'bare host'}: "
             f"{threads.get('intra_op')} threads for {(env.get('cpu') or {}).get('usable_cpus')} usable CPUs, "
-            f"load average at start {fmt(load[0], 2)}"
+            f"other processes' runnable tasks {fmt(other, 2)} on average"
             + (f", image {str(run.get('image_id'))[:19]}" if run.get("image_id") else "")
         )
     peak = cpu_peak((doc.get("runs") or [{}])[0].get("environment") or {}) if doc.get("runs") else None
@@ -207,9 +207,22 @@ def environment_lines(doc: dict) -> list[str]:
     return lines
 
 
+BUSY_FRACTION = 0.25  # other processes' runnable tasks, as a fraction of the CPUs, that make a run contended
+
+
 def busy_warning(doc: dict) -> str | None:
+    """Contended when other processes kept runnable tasks on more than a quarter of the CPUs during a run
+    (bench.py samples this; older records only have the load average, which also counts the run itself)."""
     cpus = ((doc.get("host") or {}).get("cpu") or {}).get("usable_cpus") or 1
-    loads = [max(run.get("loadavg_start") or [0]) for run in doc.get("runs", [])]
+    runs = doc.get("runs", [])
+    others = [run["other_load"] for run in runs if run.get("other_load") is not None]
+    if others and max(others) > BUSY_FRACTION * cpus:
+        return (
+            f"**The machine was busy**: other processes kept on average up to {max(others):.1f} tasks runnable "
+            f"on its {cpus} CPUs during a run; these figures are contended: measure again on a quiet machine "
+            "before relying on them."
+        )
+    loads = [max(run.get("loadavg_start") or [0]) for run in runs if run.get("other_load") is None]
     if loads and max(loads) > 0.5 * cpus:
         return (
             f"**The machine was busy** (load average up to {max(loads):.1f} on {cpus} CPUs when runs started): "

@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -478,6 +479,40 @@ def measure(backend, workload: str, precision: str, mode: str, device: str) -> d
     return result
 
 
+class OtherLoad:
+    """How many tasks of other processes were runnable while this run measured, sampled from /proc every
+    0.25 s: /proc/loadavg counts every runnable task of the machine (also seen from a container), minus this
+    process's own running threads. The load average cannot tell: it includes this run's own threads."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.samples: list[int] = []
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open("/proc/loadavg") as handle:
+                    running = int(handle.read().split()[3].split("/")[0])
+                own = 0
+                for task in os.listdir("/proc/self/task"):
+                    with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/stat") as stat:
+                        own += stat.read().rsplit(")", 1)[1].split()[0] == "R"
+                self.samples.append(max(0, running - own))
+
+    def __enter__(self) -> OtherLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
 def labstack_revision() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -570,7 +605,9 @@ def main(argv: list[str]) -> int:
     }
     todo = cases(args.workloads, args.device)
     code = 0
+    other_load = OtherLoad()
     try:
+        other_load.__enter__()
         emit("setup", framework=args.framework, total=len(todo))
         backend = BACKENDS[args.framework](args.device, threads)
         doc.update(
@@ -599,6 +636,8 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         doc["interrupted"] = True
         code = 130
+    other_load.__exit__()
+    doc["other_load"] = other_load.mean()
     doc["finished"] = now_utc()
     doc["loadavg_end"] = list(os.getloadavg())
     doc["environment"] = environment(args.framework, args.device)

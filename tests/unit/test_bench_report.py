@@ -91,3 +91,12 @@ def test_chart_and_markdown_are_written(doc, tmp_path):
 def test_chart_without_reference(doc, tmp_path):
     path = render_chart(doc, [], tmp_path / "chart.png")
     assert path.stat().st_size > 10_000
+
+
+def test_contention_is_judged_from_other_processes_not_from_the_runs_own_load(doc):
+    for run in doc["runs"]:
+        run["loadavg_start"] = [2.0, 2.0, 2.0]  # the previous run's own threads, still in the average
+        run["other_load"] = 0.1
+    assert "contended" not in render_markdown(doc, references=[])
+    doc["runs"][1]["other_load"] = 1.0  # one other busy process on this 2-CPU machine
+    assert "other processes kept on average up to 1.0 tasks runnable" in render_markdown(doc, references=[])

@@ -90,3 +90,14 @@ def test_progress_events_are_told_apart_from_framework_output():
     assert parse_event('{"event": "done", "workload": "matmul"}') == {"event": "done", "workload": "matmul"}
     assert parse_event("2026-11-26 I tensorflow/core: oneDNN custom operations are on") is None
     assert parse_event('{"event": broken') is None
+
+
+def test_other_processes_runnable_tasks_are_sampled():
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with bench.OtherLoad(interval=0.05) as load:
+            __import__("time").sleep(1.0)
+    finally:
+        hog.kill()
+    assert len(load.samples) >= 10
+    assert load.mean() >= 0.5  # the busy loop is runnable nearly all the time; this process is not counted
