@@ -193,12 +193,13 @@ def environment_lines(doc: dict) -> list[str]:
     for run in doc.get("runs", []):
         env = run.get("environment") or {}
         threads = run.get("threads") or {}
-        other = run.get("other_load")
+        other, steal = run.get("other_load"), run.get("cpu_steal")
         lines.append(
             f"- {run['framework']} {run.get('framework_version')} on {run['device']} ({run.get('device_name')}), "
             f"{'container ' + str(run.get('image')) if run.get('where') == 'image' else 'bare host'}: "
             f"{threads.get('intra_op')} threads for {(env.get('cpu') or {}).get('usable_cpus')} usable CPUs, "
-            f"other processes' runnable tasks {fmt(other, 2)} on average"
+            f"other processes' runnable tasks {fmt(other, 2)} on average, "
+            f"CPU time stolen by the hypervisor {pct(steal)}"
             + (f", image {str(run.get('image_id'))[:19]}" if run.get("image_id") else "")
         )
     peak = cpu_peak((doc.get("runs") or [{}])[0].get("environment") or {}) if doc.get("runs") else None

@@ -513,6 +513,23 @@ class OtherLoad:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+def cpu_times() -> list[int]:
+    """The machine's aggregate CPU times from /proc/stat (user nice system idle iowait irq softirq steal)."""
+    try:
+        with open("/proc/stat") as handle:
+            return [int(v) for v in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_fraction(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two readings (a VM's hidden contention)."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]  # noqa: B905 (bare hosts' Python < 3.10)
+    return delta[7] / sum(delta) if sum(delta) > 0 else None
+
+
 def labstack_revision() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -605,7 +622,7 @@ def main(argv: list[str]) -> int:
     }
     todo = cases(args.workloads, args.device)
     code = 0
-    other_load = OtherLoad()
+    other_load, times_before = OtherLoad(), cpu_times()
     try:
         other_load.__enter__()
         emit("setup", framework=args.framework, total=len(todo))
@@ -638,6 +655,7 @@ def main(argv: list[str]) -> int:
         code = 130
     other_load.__exit__()
     doc["other_load"] = other_load.mean()
+    doc["cpu_steal"] = steal_fraction(times_before, cpu_times())
     doc["finished"] = now_utc()
     doc["loadavg_end"] = list(os.getloadavg())
     doc["environment"] = environment(args.framework, args.device)

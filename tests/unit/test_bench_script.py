@@ -101,3 +101,11 @@ def test_other_processes_runnable_tasks_are_sampled():
         hog.kill()
     assert len(load.samples) >= 10
     assert load.mean() >= 0.5  # the busy loop is runnable nearly all the time; this process is not counted
+
+
+def test_steal_is_the_share_of_cpu_time_given_to_other_guests():
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [200, 0, 100, 1550, 0, 0, 0, 150]  # 100 of 1000 ticks stolen
+    assert bench.steal_fraction(before, after) == pytest.approx(0.1)
+    assert bench.steal_fraction([], after) is None
+    assert len(bench.cpu_times()) == 8  # Linux: user nice system idle iowait irq softirq steal
