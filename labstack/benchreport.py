@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labstack.benchstats import container_ratios, cpu_peak, find_reference, load_references, summarise
+from labstack.benchstats import (
+    container_ratios,
+    cpu_peak,
+    find_reference,
+    load_references,
+    summarise,
+    with_own_gpu,
+)
 
 REFERENCE_COMMAND = (
     "python3 scripts/bench.py --device cuda --framework torch > references/<gpu>-torch-full.json "
@@ -83,9 +90,10 @@ def reference_sentence(row: dict, reference: dict) -> str:
         if result:
             speedup = result["throughput"] / row["throughput"]
             parts.append(f"{fmt(result['throughput'])} {row['unit']}{label} (x{speedup:.1f})")
+    source = f"your GPU, {device}" if run.get("own") else f"reference {device}"
     text = (
-        f"your CPU ({row['framework']}, {where_label(row)}): {fmt(row['throughput'])} {row['unit']}; reference "
-        f"{device}{framework}: {' and '.join(parts)}, measured on {when}"
+        f"your CPU ({row['framework']}, {where_label(row)}): {fmt(row['throughput'])} {row['unit']}; {source}"
+        f"{framework}: {' and '.join(parts)}, measured on {when}"
     )
     best = max((r for r in (reference["fp32"], reference["amp"]) if r), key=lambda r: r["throughput"])
     speedup = best["throughput"] / row["throughput"]
@@ -151,7 +159,9 @@ def fp32_gemm_note(row: dict, rows: list[dict], env: dict | None, blas: str | No
 
 
 def verdicts(rows: list[dict], references: list[dict], runs: list[dict]) -> dict[str, str]:
-    """One paragraph per workload: this CPU's figures, what they mean in time, and the GPU reference."""
+    """One paragraph per workload: this CPU's figures, what they mean in time, and this machine's GPU or the
+    committed GPU reference."""
+    references = with_own_gpu(runs, references)
     env = next((run.get("environment") for run in runs if run.get("device") == "cpu"), None)
     blas = {run["framework"]: (run.get("framework_extra") or {}).get("blas") for run in runs}
     by_workload: dict[str, list[dict]] = {}
@@ -323,6 +333,7 @@ def render_chart(doc: dict, references: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = doc.get("summary") or summarise(doc.get("runs", []))
+    references = with_own_gpu(doc.get("runs", []), references)
     panels: dict[tuple, list[tuple[str, float, str]]] = {}
     units: dict[tuple, str] = {}
     for row in sorted(rows, key=lambda r: (r["workload"], r["precision"], r["framework"], r["where"])):
@@ -331,7 +342,7 @@ def render_chart(doc: dict, references: list[dict], path: Path) -> Path:
         panels.setdefault(key, []).append((f"{row['framework']}\n{where_label(row)}", row["throughput"], ""))
     for row in cpu_rows(rows):
         reference = find_reference(row, references)
-        if reference and row["where"] == "image":
+        if reference and row["where"] == "image" and not reference["run"].get("own"):  # own GPU: a bar already
             key = (row["workload"], row["precision"])
             for label, result in (("", reference["fp32"]), (" bf16", reference["amp"])):
                 if result:

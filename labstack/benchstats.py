@@ -259,9 +259,16 @@ def load_references(directory: Path = REFERENCES_DIR) -> list[dict]:
     return references
 
 
+def with_own_gpu(runs: list[dict], references: list[dict]) -> list[dict]:
+    """This run's own GPU results, when it had a GPU, ahead of the committed references."""
+    own = [{**run, "own": True} for run in runs if run.get("device") == "cuda" and run.get("results")]
+    return own + references
+
+
 def find_reference(row: dict, references: list[dict]) -> dict | None:
     """The newest reference result of the same workload and config: the same framework if one exists, else
-    the other framework's. Returns {'run', 'fp32', 'amp'} (the results for plain and mixed precision)."""
+    the other framework's; this machine's own GPU (a run marked 'own') before a committed reference.
+    Returns {'run', 'fp32', 'amp', 'same_framework'} (the results for plain and mixed precision)."""
     matches = []
     for run in references:
         for result in run["results"]:
@@ -269,7 +276,7 @@ def find_reference(row: dict, references: list[dict]) -> dict | None:
                 matches.append((run["framework"] == row["framework"], run.get("started", ""), run, result))
     if not matches:
         return None
-    same_framework, _, run, _ = max(matches, key=lambda m: (m[0], m[1]))
+    same_framework, _, run, _ = max(matches, key=lambda m: (m[0], bool(m[2].get("own")), m[1]))
     chosen = [m[3] for m in matches if m[2] is run]
     if row["workload"] == "matmul":
         plain = next((r for r in chosen if r["precision"] == row["precision"]), None)

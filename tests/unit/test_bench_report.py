@@ -100,3 +100,11 @@ def test_contention_is_judged_from_other_processes_not_from_the_runs_own_load(do
     assert "contended" not in render_markdown(doc, references=[])
     doc["runs"][1]["other_load"] = 1.0  # one other busy process on this 2-CPU machine
     assert "other processes kept on average up to 1.0 tasks runnable" in render_markdown(doc, references=[])
+
+
+def test_this_machines_own_gpu_comes_before_a_committed_reference(doc):
+    own = {**gpu_reference(doc, mnist=12_000.0), "started": "2026-11-01T00:00:00+00:00"}
+    own.pop("reference_file")
+    mnist = verdicts(summarise(doc["runs"]), [gpu_reference(doc)], [*doc["runs"], own])["mnist_cnn"]
+    assert "your GPU, NVIDIA H100 80GB HBM3: 12,000 samples/s" in mnist
+    assert "reference NVIDIA" not in mnist
