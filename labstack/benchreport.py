@@ -339,7 +339,8 @@ def render_chart(doc: dict, references: list[dict], path: Path) -> Path:
     for row in sorted(rows, key=lambda r: (r["workload"], r["precision"], r["framework"], r["where"])):
         key = (row["workload"], row["precision"])
         units[key] = row["unit"]
-        panels.setdefault(key, []).append((f"{row['framework']}\n{where_label(row)}", row["throughput"], ""))
+        label = f"{row['framework']}\n{where_label(row)}" + ("\nGPU" if row["device"] == "cuda" else "")
+        panels.setdefault(key, []).append((label, row["throughput"], ""))
     for row in cpu_rows(rows):
         reference = find_reference(row, references)
         if reference and row["where"] == "image" and not reference["run"].get("own"):  # own GPU: a bar already
