@@ -265,6 +265,46 @@ def down(c, project=None, env_file=None):
     compose_down(Project(project_from_env(env_path, project), env_path))
 
 
+@task(
+    help={
+        "framework": FRAMEWORK_HELP,
+        "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
+        "run (default: auto)",
+        "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all)",
+        "quick": "smaller models and fewer steps, about half a minute per image on 2 CPUs (default: the full sizes)",
+        "local": "also run each framework on this host, from a venv of the image's own wheels, to measure the "
+        "container's overhead (default: containers only)",
+        "repeat": "run everything N times to measure the run-to-run spread (default: 1)",
+        "compare": "an earlier benchmark.json: flag changes larger than the measured noise (default: none)",
+        "out": "directory for benchmark.json, .md and .png (default: reports/benchmark-<UTC time>)",
+        "cpus": "CPU quota for the containers, like docker run --cpus; --local runs are not limited (default: none)",
+    }
+)
+@one_line_errors
+def benchmark(
+    c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat=1, compare=None,
+    out=None, cpus=None,
+):  # fmt: skip
+    """Do you need a GPU? Benchmark the images on this machine; write JSON, Markdown and a chart."""
+    from labstack.bench import BenchOptions, parse_cpus, print_outcome, run_benchmark
+
+    options = BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))
+    print_outcome(run_benchmark(options))
+
+
 ns = Collection(
-    lock, base, build, wheels, validate, test, env, data, notebook_lock, notebook_image, up_cpu, up_gpu, down
+    lock,
+    base,
+    build,
+    wheels,
+    validate,
+    benchmark,
+    test,
+    env,
+    data,
+    notebook_lock,
+    notebook_image,
+    up_cpu,
+    up_gpu,
+    down,
 )

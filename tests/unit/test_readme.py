@@ -12,7 +12,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_starts_with_the_main_job_and_the_test_command():
     main_job, tests = readme_commands()
-    assert "invoke build" in main_job and "bootstrap.sh" in main_job
+    assert "invoke benchmark" in main_job and "bootstrap.sh" in main_job
     assert "invoke test" in tests and "bootstrap.sh" in tests
 
 
