@@ -153,7 +153,8 @@ def pytest_command(target: Target, gpu: str, out: Path) -> list[str]:
     else:
         where = ["tests/host", "--hosts", target.spec]
     return [
-        sys.executable, "-m", "pytest", *where, "-m", "not build", "--gpu", gpu, "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", *where, "-m", "not build and not bench", "--gpu", gpu, "-q",
+        "-p", "no:cacheprovider",
         "-p", "labstack.pytest_report", "--labstack-report", str(out / f"{target.label}.json"),
         "--junitxml", str(out / f"junit-{target.label}.xml"), "-o", f"junit_suite_name={target.label}",
     ]  # fmt: skip

@@ -16,6 +16,8 @@ from labstack.bench import IN_IMAGE_SCRIPT, Target, bench_arguments, run_in_cont
 from labstack.benchreport import NO_REFERENCE
 from tests.image.conftest import MATRIX
 
+pytestmark = pytest.mark.bench  # runs the benchmark itself: `invoke validate` leaves these out
+
 
 def test_quick_workload_in_a_container_with_one_cpu(image, client):
     """With `--cpus 1` the framework runs one thread on the CPU, and says so itself."""
