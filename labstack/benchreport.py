@@ -7,6 +7,7 @@ from pathlib import Path
 
 from labstack.benchstats import (
     container_ratios,
+    cpu_details,
     cpu_peak,
     find_reference,
     load_references,
@@ -147,7 +148,7 @@ def fp32_gemm_note(row: dict, rows: list[dict], env: dict | None, blas: str | No
             f"{other[0]['framework']} reached {pct(other[0]['fraction_of_peak'])} on the same CPU, so the limit is "
             f"{row['framework']}'s GEMM library" + (f" ({blas})" if blas else "") + ", not the hardware"
         )
-    vendor = ((env or {}).get("cpu_details") or {}).get("vendor_id")
+    vendor = cpu_details(env or {}).get("vendor_id")
     if blas == "mkl" and vendor == "AuthenticAMD":
         notes.append(
             "PyTorch's fp32 GEMM is Intel MKL, which picks its AVX-512 kernels for Intel CPUs and typically "

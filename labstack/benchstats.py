@@ -78,11 +78,17 @@ class CpuPeak:
         )
 
 
+def cpu_details(environment: dict) -> dict:
+    """Vendor, family and physical cores: in the cpu probe's record; runs recorded before the probe had them
+    carry them in a separate `cpu_details` record."""
+    return environment.get("cpu_details") or environment.get("cpu") or {}
+
+
 def cpu_peak(environment: dict) -> CpuPeak | None:
     """Peak of the CPUs this run could use: cores (the cgroup quota, and never more than the physical cores
     they sit on, so SMT siblings are not counted twice) x clock x FLOPs/cycle. None without a clock."""
     cpu = environment.get("cpu") or {}
-    details = environment.get("cpu_details") or {}
+    details = cpu_details(environment)
     if not cpu.get("max_clock_mhz") or not cpu.get("usable_cpus"):
         return None
     cores = cpu["usable_cpus"]

@@ -539,37 +539,8 @@ def labstack_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-def cpu_details() -> dict:
-    """What probe.py's cpu record does not hold and the peak needs: vendor and family (AMD Zen 4 and Zen 5
-    both show avx512f but differ in 512-bit FMA width) and how many physical cores the usable CPUs are on."""
-    details: dict = {"vendor_id": None, "cpu_family": None, "model_number": None, "physical_cores": None}
-    try:
-        with open("/proc/cpuinfo") as handle:
-            text = handle.read()
-    except OSError:
-        return details
-    for key, field in (("vendor_id", "vendor_id"), ("cpu_family", "cpu family"), ("model_number", "model")):
-        found = re.search(rf"^{field}\s*:\s*(.+)$", text, re.M)
-        if found:
-            value = found.group(1).strip()
-            details[key] = int(value) if value.isdigit() else value
-    cores = set()
-    for cpu in os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else []:
-        try:
-            with (
-                open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id") as c,
-                open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id") as p,
-            ):
-                cores.add((p.read().strip(), c.read().strip()))
-        except OSError:
-            return details
-    details["physical_cores"] = len(cores) or None
-    return details
-
-
 def environment(framework: str, device: str) -> dict:
     record = {name: probe.run(name) for name in ("system", "cpu", "shm", framework)}
-    record["cpu_details"] = cpu_details()
     if device == "cuda":
         record["nvml"] = probe.run("nvml")
     return record

@@ -213,12 +213,31 @@ def _max_clock_mhz() -> tuple[float | None, str]:
     return None, "unknown"
 
 
+def _physical_cores() -> int | None:
+    """Distinct (package, core) pairs under the CPUs this process may use: SMT siblings count once."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else []:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            cores.add((_read(f"{topology}/physical_package_id").strip(), _read(f"{topology}/core_id").strip()))
+        except OSError:
+            return None
+    return len(cores) or None
+
+
 def probe_cpu() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
+    """Model, vendor and family (AMD Zen 4 and Zen 5 both show avx512f but differ in FMA width), ISA flags,
+    how many CPUs this process may use (affinity and cgroup quota) on how many physical cores, and the clock."""
+    model, flags, text = platform.processor() or platform.machine(), set(), ""
     with contextlib.suppress(OSError):
         text = _read("/proc/cpuinfo")
         model = (re.findall(r"^model name\s*:\s*(.+)$", text, re.M) or [model])[0].strip()
         flags = set((re.findall(r"^flags\s*:\s*(.+)$", text, re.M) or [""])[0].split())
+    details = {}
+    for key, field in (("vendor_id", "vendor_id"), ("cpu_family", "cpu family"), ("model_number", "model")):
+        found = re.search(rf"^{field}\s*:\s*(.+)$", text, re.M)
+        value = found.group(1).strip() if found else None
+        details[key] = int(value) if value and value.isdigit() else value
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     quota = _cgroup_cpu_limit()
     usable = affinity if quota is None else max(1, min(affinity, int(quota + 0.5)))
@@ -233,6 +252,8 @@ def probe_cpu() -> dict:
         "max_clock_mhz": clock,
         "clock_source": clock_source,
         "isa": sorted(f for f in ISA_FLAGS if f in flags),
+        "physical_cores": _physical_cores(),
+        **details,
     }
 
 

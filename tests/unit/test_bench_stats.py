@@ -42,10 +42,13 @@ def test_flops_per_cycle_follow_the_isa_and_the_core(isa, vendor, family, fp32, 
 
 
 def environment(usable=2, physical=2, clock=2600.0, family=0x1A):
+    """A run's environment as bench.py records it: the cpu probe's record (vendor, family, physical cores)."""
     return {
-        "cpu": {"usable_cpus": usable, "max_clock_mhz": clock, "clock_source": "cpufreq", "isa": AVX512},
-        "cpu_details": {"vendor_id": "AuthenticAMD", "cpu_family": family, "physical_cores": physical},
-    }
+        "cpu": {
+            "usable_cpus": usable, "max_clock_mhz": clock, "clock_source": "cpufreq", "isa": AVX512,
+            "vendor_id": "AuthenticAMD", "cpu_family": family, "physical_cores": physical,
+        },
+    }  # fmt: skip
 
 
 def test_cpu_peak_is_cores_times_clock_times_flops_per_cycle():
@@ -58,6 +61,13 @@ def test_cpu_peak_is_cores_times_clock_times_flops_per_cycle():
 def test_cpu_peak_counts_the_quota_and_smt_siblings_once():
     assert cpu_peak(environment(usable=1, physical=2)).cores == 1  # docker run --cpus 1
     assert cpu_peak(environment(usable=2, physical=1)).cores == 1  # two hyperthreads of one core
+
+
+def test_runs_recorded_with_a_separate_cpu_details_record_still_give_their_peak():
+    old = environment(family=0x19, physical=1)
+    cpu = old["cpu"]
+    old["cpu_details"] = {k: cpu.pop(k) for k in ("vendor_id", "cpu_family", "physical_cores")}
+    assert cpu_peak(old).cores == 1 and cpu_peak(old).gflops("fp32") == pytest.approx(1 * 2.6 * 32)
 
 
 def test_cpu_peak_is_unknown_without_a_clock():
