@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from labstack import ROOT
 from labstack.errors import LabstackError
@@ -135,8 +136,6 @@ def run_probe(name: str, python: str = sys.executable) -> dict:
 
 
 def local_gpu() -> LocalGpu:
-    from pathlib import Path
-
     return LocalGpu(nvml=run_probe("nvml"), nodes=sorted(str(p) for p in Path("/dev").glob("nvidia*")))
 
 

@@ -15,6 +15,7 @@ import pytest
 from labstack.gpu import LocalGpu, local_gpu, nvml_problem
 from labstack.matrix import load_matrix
 from labstack.validate import apply_gpu_gate, suite_images
+from tests.marks import images_for
 
 MATRIX = load_matrix()
 ALL_GPUS = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -24,7 +25,7 @@ def pytest_generate_tests(metafunc):
     if "image" in metafunc.fixturenames:
         config = metafunc.config
         images = suite_images(MATRIX, config.getoption("--images"), config.getoption("--variant"))
-        images = [i for i in images if i.variant == "cuda"]
+        images = [i for i in images_for(metafunc, images) if i.variant == "cuda"]
         metafunc.parametrize("image", images, ids=[i.name for i in images], indirect=True)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from labstack.gpu import devices_by_uuid, driver_problem
 from tests.gpu.conftest import MATRIX, run_in_gpu_container
+from tests.marks import only
 
 SCRIPTS = "/opt/labstack/scripts"
 
@@ -13,7 +16,7 @@ SCRIPTS = "/opt/labstack/scripts"
 def test_host_driver_meets_the_image_min_driver_label(client, image, host_gpu):
     label = client.images.get(image.ref).labels.get("labstack.min_driver")
     assert label, f"{image.ref} has no labstack.min_driver label: rebuild it with `invoke build --variant cuda`"
-    labelled = type(image)(**{**image.__dict__, "min_driver": label})
+    labelled = dataclasses.replace(image, min_driver=label)
     problem = driver_problem(host_gpu.nvml["driver_version"], labelled, MATRIX)
     assert problem is None, problem
 
@@ -56,8 +59,7 @@ def test_nvidia_visible_devices_none_shows_no_gpu(client, startable):
     assert not probes[startable.framework]["devices"], probes[startable.framework]
 
 
+@only("cuda", frameworks=("torch",))  # DataLoader workers are PyTorch's; tf.data uses threads, not /dev/shm
 def test_dataloader_workers_fit_in_shm_on_the_gpu_image(client, startable):
-    if startable.framework != "torch":
-        pytest.skip("DataLoader workers are PyTorch's; TensorFlow's tf.data uses threads, not /dev/shm")
     check = run_in_gpu_container(client, startable, f"{SCRIPTS}/checks.py", "dataloader", shm_size="1g")
     assert check["ok"], check

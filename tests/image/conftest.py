@@ -13,30 +13,17 @@ import testinfra
 from labstack.matrix import load_matrix
 from labstack.pytest_report import ENVIRONMENT
 from labstack.validate import suite_images
+from tests.marks import images_for
 
 MATRIX = load_matrix()
 COMMAND_TIMEOUT = 120
-
-
-def only(*variants, frameworks=None):
-    """Run a check only on these variants (and frameworks): the other images do not get a skipped copy."""
-
-    def mark(function):
-        function.variants = variants
-        if frameworks:
-            function.frameworks = frameworks
-        return function
-
-    return mark
 
 
 def pytest_generate_tests(metafunc):
     if "image" in metafunc.fixturenames:
         config = metafunc.config
         images = suite_images(MATRIX, config.getoption("--images"), config.getoption("--variant"))
-        variants = getattr(metafunc.function, "variants", ("cpu", "cuda"))
-        frameworks = getattr(metafunc.function, "frameworks", MATRIX.frameworks)
-        images = [i for i in images if i.variant in variants and i.framework in frameworks]
+        images = images_for(metafunc, images)
         metafunc.parametrize("image", images, ids=[i.name for i in images], indirect=True)
 
 

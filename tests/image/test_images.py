@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.image.conftest import MATRIX, only, run_python
+from tests.image.conftest import MATRIX, run_python
+from tests.marks import only
 
 
 def test_labels_match_the_matrix(image, client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from labstack.gpu import shm_problem
-from tests.image.conftest import only
+from tests.marks import only
 
 SCRIPTS = "/opt/labstack/scripts"
 
