@@ -1,16 +1,19 @@
-"""The Docker Engine as labstack needs it: reachable, with room on disk, and images it can describe."""
+"""The Docker Engine as labstack needs it: reachable, with room on disk, images it can describe and build."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from labstack.errors import LabstackError
-
-GB = 1000**3
+from labstack.errors import ExitCode, LabstackError
+from labstack.matrix import GB
 
 
 def connect() -> docker.DockerClient:
@@ -23,7 +26,7 @@ def connect() -> docker.DockerClient:
         raise LabstackError(
             f"cannot reach the Docker daemon ({reason}): start it (`sudo scripts/install-docker.sh` installs and "
             "starts Docker Engine on Debian) or set DOCKER_HOST",
-            code=3,
+            code=ExitCode.NO_DOCKER,
         ) from None
     return client
 
@@ -48,7 +51,7 @@ def check_disk(client: docker.DockerClient, needed_bytes: float, cache: Path) ->
                 f"not enough disk space: the requested images need about {needed_bytes / GB:.1f} GB free at "
                 f"{where}, {free / GB:.1f} GB are free; free space (`docker system prune`, `docker builder "
                 "prune`) or build fewer images (--framework/--variant)",
-                code=4,
+                code=ExitCode.NO_DISK,
             )
 
 
@@ -57,3 +60,23 @@ def image_or_none(client: docker.DockerClient, ref: str):
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
         return None
+
+
+def docker_build(
+    dockerfile: Path, context: Path, tag: str, build_args: dict[str, str], labels: dict[str, str]
+) -> float:
+    """Run `docker build` with BuildKit, streaming its progress; return the seconds it took."""
+    command = ["docker", "build", "--file", str(dockerfile), "--tag", tag]
+    for key, value in build_args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    for key, value in labels.items():
+        command += ["--label", f"{key}={value}"]
+    if not sys.stdout.isatty():
+        command += ["--progress", "plain"]
+    command.append(str(context))
+    print("$ " + " ".join(command[:6]) + f" ... {context}", flush=True)
+    started = time.monotonic()
+    result = subprocess.run(command, env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=False)
+    if result.returncode != 0:
+        raise LabstackError(f"docker build of {tag} failed (exit {result.returncode}): see the build log above")
+    return time.monotonic() - started

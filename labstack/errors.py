@@ -1,9 +1,32 @@
-"""The one error type the tasks turn into a one-line message and a non-zero exit."""
+"""The one error type the tasks turn into a one-line `labstack: ...` message, and the exit codes it carries."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a non-zero exit of a labstack command means; the troubleshooting page lists them."""
+
+    FAILED = 1  # something went wrong: the message says what and what to do
+    BAD_INPUT = 2  # an option, a name or a file given to labstack is not valid
+    NO_DOCKER = 3  # the Docker daemon cannot be reached
+    NO_DISK = 4  # not enough free disk for what was asked
+    NO_GPU = 5  # no usable GPU, or a GPU this image cannot use
+    INTERRUPTED = 130  # Ctrl-C (SIGINT); what was measured or written so far is kept
+    TERMINATED = 143  # SIGTERM (timeout, systemd, Slurm, docker stop); the same
 
 
 class LabstackError(Exception):
     """A failure the user can act on: `str(err)` says what went wrong and what to do."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = ExitCode.FAILED) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = int(code)
+
+
+class BadInput(LabstackError):
+    """An option value, a name or a file the user gave is not valid (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ExitCode.BAD_INPUT)

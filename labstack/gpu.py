@@ -6,20 +6,15 @@ container is started with a GPU) raises the first one as a LabstackError.
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from labstack import ROOT
-from labstack.errors import LabstackError
+from labstack.errors import ExitCode, LabstackError
 from labstack.matrix import Image, Matrix
+from labstack.payload import run_probe
 
-PROBE = ROOT / "scripts" / "probe.py"
-PROBE_TIMEOUT = 60
-NO_GPU = 5  # exit code: no usable GPU, or a GPU this image cannot use
 MIN_SHM_BYTES = 1024**3  # PyTorch DataLoader workers pass batches through /dev/shm; Docker's default is 64 MB
 TOOLKIT_FIX = (
     "install the NVIDIA Container Toolkit (nvidia-container-toolkit), then `sudo nvidia-ctk runtime configure "
@@ -118,28 +113,25 @@ def devices_by_uuid(devices: list[dict]) -> list[str]:
 
 @dataclass(frozen=True)
 class LocalGpu:
+    """This machine's GPU state as the probes and /dev see it."""
+
     nvml: dict
     nodes: list[str]
+    hooks_found: bool  # the NVIDIA Container Toolkit's hook or runtime is on PATH
 
 
-def run_probe(name: str, python: str = sys.executable) -> dict:
-    """Run one probe in a separate process with a timeout, so a hung driver cannot hang labstack."""
-    try:
-        out = subprocess.run(
-            [python, str(PROBE), name], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=True
-        ).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
-        return {"available": False, "kind": "timeout", "reason": f"the {name} probe ran past {PROBE_TIMEOUT} s"}
-    except (subprocess.CalledProcessError, ValueError, IndexError) as err:
-        return {"available": False, "kind": "probe-error", "reason": f"the {name} probe failed: {err}"}
-
-
+@functools.cache
 def local_gpu() -> LocalGpu:
-    return LocalGpu(nvml=run_probe("nvml"), nodes=sorted(str(p) for p in Path("/dev").glob("nvidia*")))
+    """Read once per command: every decision of one command is made on the same state, and a slow driver is
+    asked once."""
+    return LocalGpu(
+        nvml=run_probe("nvml"),
+        nodes=sorted(str(p) for p in Path("/dev").glob("nvidia*")),
+        hooks_found=any(shutil.which(h) for h in HOOKS),
+    )
 
 
-def gpu_problems(image: Image, matrix: Matrix, gpu: LocalGpu, docker_info: dict, hooks_found: bool) -> list[str]:
+def gpu_problems(image: Image, matrix: Matrix, gpu: LocalGpu, docker_info: dict) -> list[str]:
     """Every reason this host cannot run `image` on its GPU, most basic first (empty: it can)."""
     problem = nvml_problem(gpu.nvml)
     if problem:
@@ -147,7 +139,7 @@ def gpu_problems(image: Image, matrix: Matrix, gpu: LocalGpu, docker_info: dict,
     problems = [
         device_nodes_problem(gpu.nodes),
         driver_problem(gpu.nvml["driver_version"], image, matrix),
-        docker_gpu_problem(docker_info, hooks_found),
+        docker_gpu_problem(docker_info, gpu.hooks_found),
     ]
     return [p for p in problems if p]
 
@@ -155,8 +147,7 @@ def gpu_problems(image: Image, matrix: Matrix, gpu: LocalGpu, docker_info: dict,
 def gpu_preflight(client, image: Image, matrix: Matrix) -> LocalGpu:
     """Refuse, with the fix, to start `image` on the GPU when this host cannot run it there."""
     gpu = local_gpu()
-    hooks_found = any(shutil.which(h) for h in HOOKS)
-    problems = gpu_problems(image, matrix, gpu, client.info(), hooks_found)
+    problems = gpu_problems(image, matrix, gpu, client.info())
     if problems:
-        raise LabstackError(problems[0], code=NO_GPU)
+        raise LabstackError(problems[0], code=ExitCode.NO_GPU)
     return gpu

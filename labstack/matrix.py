@@ -5,15 +5,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from labstack import ROOT
-from labstack.errors import LabstackError
+from labstack.errors import BadInput, LabstackError
 
 MATRIX_PATH = ROOT / "images" / "matrix.toml"
 VARIANTS = ("cpu", "cuda")
+GB = 1000**3  # the unit of disk_gb and of every size labstack prints
 REPOSITORY_PREFIX = "labstack"
 # Namespace of the framework images only (the OS and base layers keep theirs): a lab tags for its own registry,
 # and a second checkout on the same daemon builds beside the first without retagging its images.
@@ -92,29 +94,51 @@ class Matrix:
         return tuple(dict.fromkeys(image.framework for image in self.images))
 
     def image(self, framework: str, variant: str) -> Image:
-        return self.select(framework, variant)[0]
+        """The one image of a framework and a variant, each a single name."""
+        chosen_framework = self.one_framework(framework)
+        (chosen_variant,) = choose("variant", variant, VARIANTS, many=False)
+        return next(i for i in self.images if (i.framework, i.variant) == (chosen_framework, chosen_variant))
+
+    def one_framework(self, framework: str) -> str:
+        """The tasks that start one image (env, up-cpu, up-gpu) take one framework name, not a list or 'all'."""
+        return choose("framework", framework, self.frameworks, many=False)[0]
 
     def select(self, framework: str = "all", variant: str = "cpu") -> list[Image]:
         """Images for a `--framework` / `--variant` pair; each may be a name, a comma list or 'all'."""
-        frameworks = _choose(framework, self.frameworks, "framework")
-        variants = _choose(variant, VARIANTS, "variant")
+        frameworks = choose("framework", framework, self.frameworks)
+        variants = choose("variant", variant, VARIANTS)
         return [i for i in self.images if i.framework in frameworks and i.variant in variants]
+
+    def images_named(self, text: str) -> list[Image]:
+        """Images named by matrix name (torch-cpu) or reference (labstack/torch:2.13.0-cpu), a comma list or 'all'."""
+        by_name = {i.name: i for i in self.images}
+        names = choose("image", text, tuple(by_name), aliases={i.ref: i.name for i in self.images})
+        return [by_name[name] for name in names]
 
     def is_cuda_package(self, distribution: str) -> bool:
         name = distribution.lower().replace("_", "-")
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.cuda_package_patterns)
 
 
-def _choose(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
-    if value == "all":
+def choose(
+    kind: str, value: str, known: Iterable[str], *, many: bool = True, aliases: dict[str, str] | None = None
+) -> tuple[str, ...]:
+    """The one reader of every name a user types (framework, variant, image, workload): a name, or with `many` a
+    comma list or 'all'; `aliases` map other spellings to names. Anything else is one error with one wording."""
+    known = tuple(known)
+    aliases = aliases or {}
+    words = [w.strip() for w in str(value).split(",")] if many else [str(value).strip()]
+    words = [w for w in words if w]
+    if many and words == ["all"]:
         return known
-    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in known]
+    chosen = [aliases.get(w, w) for w in words]
+    unknown = [w for w, c in zip(words, chosen, strict=True) if c not in known]
     if unknown or not chosen:
-        raise LabstackError(
-            f"unknown {what} {', '.join(unknown) or repr(value)}: choose from {', '.join(known)} or all", code=2
+        raise BadInput(
+            f"unknown {kind} {', '.join(unknown) or repr(value)}: choose from {', '.join(known)}"
+            + (" or all" if many else "")
         )
-    return chosen
+    return tuple(dict.fromkeys(chosen))
 
 
 def parse_matrix(text: str) -> Matrix:

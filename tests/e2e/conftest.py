@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from labstack import ROOT
-from labstack.build import build_images
-from labstack.compose import env_values, load_script, write_env
+from labstack import ROOT, payload
+from labstack.build.images import build_images
+from labstack.build.notebook import build_notebook_image
+from labstack.compose.env import env_values, write_env
 from labstack.matrix import load_matrix
-from labstack.notebook import build_notebook_image
 
 MATRIX = load_matrix()
 CPU_IMAGES = MATRIX.select("all", "cpu")
@@ -48,7 +48,7 @@ def images():
 def learnable_data(tmp_path_factory):
     """A generated IDX dataset (3000 train / 1000 test) that a CNN learns to >90% in a few epochs."""
     folder = tmp_path_factory.mktemp("data")
-    load_script("mnist").generate(folder, train=3000, test=1000, seed=7)
+    payload.load("mnist").generate(folder, train=3000, test=1000, seed=7)
     folder.chmod(0o755)
     return folder
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from labstack.benchreport import NO_REFERENCE, render_chart, render_markdown, verdicts, write_report
-from labstack.benchstats import summarise
+from labstack.bench.report import NO_REFERENCE, render_chart, render_markdown, verdicts, write_report
+from labstack.bench.stats import summarise
 
 RECORDED = Path(__file__).parent / "data" / "bench-quick-2cpu.json"
 

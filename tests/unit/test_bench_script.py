@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from labstack.bench import BENCH_SCRIPT, bench_script, parse_event
+from labstack import payload
+from labstack.bench.run import parse_event
 
-bench = bench_script()
+bench = payload.load("bench")
 
 
 class Clocked:
@@ -79,7 +80,7 @@ def test_quick_and_full_sizes_differ_so_references_are_matched_by_size():
 
 def test_an_unknown_workload_is_refused_with_exit_2():
     result = subprocess.run(
-        [sys.executable, str(BENCH_SCRIPT), "--framework", "torch", "--workloads", "mnist,matmul"],
+        [sys.executable, str(payload.path("bench")), "--framework", "torch", "--workloads", "mnist,matmul"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labstack.benchstats import (
+from labstack.bench.stats import (
     compare,
     container_ratios,
     cpu_isa_path,

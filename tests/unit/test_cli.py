@@ -1,13 +1,20 @@
 """The tasks as a user types them: bad input gives one line and a non-zero exit, never a traceback."""
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
 
 import pytest
 
 from labstack import ROOT
-from labstack.lock import read_lock
+from labstack.build.lock import read_lock
 from labstack.matrix import load_matrix
 
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -71,3 +78,65 @@ def test_pinned_base_is_required_for_pulled_images():
 )
 def test_validate_bad_input(args, words):
     assert_one_line_failure(run_invoke("validate", *args), 2, *words)
+
+
+def test_the_test_task_passes_no_user_text_through_a_shell(tmp_path):
+    marker = tmp_path / "X"
+    result = run_invoke("test", "--unit", "--variant", f"cpu --co -q; touch {marker} #")
+    assert not marker.exists(), "the --variant value ran as a shell command"
+    assert_one_line_failure(result, 2, "unknown variant")
+
+
+def test_a_host_that_starts_with_a_dash_is_refused_before_ssh_sees_it():
+    marker = ROOT / f"injected-{uuid.uuid4().hex[:8]}"  # ssh would run the ProxyCommand in the checkout
+    try:
+        result = run_invoke("validate", "--image", "none", "--hosts", f"ssh://-oProxyCommand=touch {marker.name}")
+        assert not marker.exists(), "the host was handed to ssh as an option"
+    finally:
+        marker.unlink(missing_ok=True)
+    assert_one_line_failure(result, 2, "bad host", "-oProxyCommand")
+
+
+class StalledSshServer:
+    """Accepts TCP, sends an SSH banner, then never says another word: a hung lab server."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                connection.sendall(b"SSH-2.0-OpenSSH_9.2p1 stalled\r\n")
+                self.connections.append(connection)
+
+    def close(self) -> None:
+        for connection in [*self.connections, self.listener]:
+            connection.close()
+
+
+def test_a_host_that_stalls_after_its_banner_fails_in_under_a_minute(tmp_path):
+    server = StalledSshServer()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*INVOKE, "validate", "--image", "none", "--hosts", f"ssh://lab@127.0.0.1:{server.port}", "--out",
+         str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("invoke validate was still waiting for the stalled host after 90 s")
+    finally:
+        server.close()
+    seconds = time.monotonic() - started
+    assert seconds < 60, f"the stalled host held invoke validate for {seconds:.0f} s"
+    assert process.returncode == 1 and stderr.strip().splitlines()[-1].startswith("labstack: "), stderr
+    results = json.loads((tmp_path / "report.json").read_text())["targets"][0]["results"]
+    assert results and all(r["outcome"] == "fail" for r in results)
+    assert all("timed out" in r["reason"] and "unreachable" in r["reason"] for r in results), results[0]

@@ -8,24 +8,12 @@ import stat
 import pytest
 
 from labstack import ROOT
-from labstack.compose import (
-    COMPOSE_FILE,
-    GPU_FILE,
-    Project,
-    container_user,
-    data_helper,
-    default_project,
-    env_values,
-    notebook_url,
-    one_framework,
-    parse_env,
-    read_env,
-    shell_line,
-    write_env,
-)
+from labstack.build.notebook import notebook_ref
+from labstack.compose.data import data_helper
+from labstack.compose.env import container_user, default_project, env_values, parse_env, read_env, write_env
+from labstack.compose.project import COMPOSE_FILE, GPU_FILE, Project, notebook_url, shell_line
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
-from labstack.notebook import notebook_ref
 
 MATRIX = load_matrix()
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
@@ -117,8 +105,8 @@ def test_root_gets_the_image_user_everyone_else_themselves():
 @pytest.mark.parametrize("name", ["jax", "all", "torch,tensorflow", ""])
 def test_one_framework_refuses_anything_but_one_name(name):
     with pytest.raises(LabstackError) as err:
-        one_framework(MATRIX, name)
-    assert err.value.code == 2 and "choose torch or tensorflow" in str(err.value)
+        MATRIX.one_framework(name)
+    assert err.value.code == 2 and str(err.value).endswith("choose from torch, tensorflow")
 
 
 def test_compose_command_cpu_and_gpu(tmp_path):

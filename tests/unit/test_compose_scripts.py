@@ -11,18 +11,16 @@ import sys
 
 import pytest
 
-from labstack import ROOT
-from labstack.compose import load_script
+from labstack import ROOT, payload
+from labstack.build.lock import Pin, read_lock
+from labstack.build.notebook import layer_pins, notebook_inputs, read_notebook_lock
 from labstack.errors import LabstackError
-from labstack.lock import Pin, read_lock
 from labstack.matrix import load_matrix
-from labstack.notebook import layer_pins, notebook_inputs, read_notebook_lock
 
 MATRIX = load_matrix()
-mnist = load_script("mnist")
-notebook = load_script("notebook")
-sys.path.insert(0, str(ROOT / "scripts"))  # train.py imports its siblings as the images do
-train = load_script("train")
+mnist = payload.load("mnist")
+notebook = payload.load("notebook")
+train = payload.load("train")
 
 
 def test_idx_round_trip():
@@ -219,14 +217,6 @@ def test_notebook_lockfiles_are_current_hashed_and_add_only(image):
     assert pins and all(p.hashes for p in pins)
     assert not framework & {p.name for p in pins}
     assert "jupyterlab" in {p.name for p in pins}
-
-
-def test_scripts_are_standard_library_plus_framework():
-    allowed = set(sys.stdlib_module_names) | {"mnist", "probe", "torch", "tensorflow", "keras", "numpy", "pynvml"}
-    for name in ("mnist", "train", "notebook"):
-        source = (ROOT / "scripts" / f"{name}.py").read_text()
-        imported = {m.split(".")[0] for m in re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M)}
-        assert imported <= allowed, (name, imported - allowed)
 
 
 def run_invoke(*args):

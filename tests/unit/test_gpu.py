@@ -3,7 +3,6 @@ gives (NVML cannot exist here). The GPU path itself runs for real in tests/gpu a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labstack import ROOT
+from labstack import payload
 from labstack.gpu import (
     LocalGpu,
     device_nodes_problem,
@@ -36,10 +35,7 @@ def recorded(name: str) -> dict:
 
 
 def load_probe():
-    spec = importlib.util.spec_from_file_location("labstack_probe", ROOT / "scripts" / "probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return payload.load("probe")
 
 
 class FakeNVMLError(Exception):
@@ -165,8 +161,8 @@ def test_shm_default_docker_size_is_flagged():
 
 
 def test_gpu_problems_stop_at_the_most_basic_one(monkeypatch):
-    no_driver = LocalGpu(nvml=recorded("nvml-no-driver.json"), nodes=[])
-    assert len(gpu_problems(TORCH_CUDA, MATRIX, no_driver, {}, hooks_found=False)) == 1
-    old = LocalGpu(nvml=nvml_probe(monkeypatch, driver="535.104.05"), nodes=ALL_NODES)
-    problems = gpu_problems(TORCH_CUDA, MATRIX, old, recorded("docker-info-no-toolkit.json"), hooks_found=False)
+    no_driver = LocalGpu(nvml=recorded("nvml-no-driver.json"), nodes=[], hooks_found=False)
+    assert len(gpu_problems(TORCH_CUDA, MATRIX, no_driver, {})) == 1
+    old = LocalGpu(nvml=nvml_probe(monkeypatch, driver="535.104.05"), nodes=ALL_NODES, hooks_found=False)
+    problems = gpu_problems(TORCH_CUDA, MATRIX, old, recorded("docker-info-no-toolkit.json"))
     assert [p.split()[0] for p in problems] == ["driver", "Docker"]

@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 from packaging.utils import canonicalize_name
 
+from labstack.build.lock import framework_distributions, parse_lock, read_lock
 from labstack.errors import LabstackError
-from labstack.lock import framework_distributions, parse_lock, read_lock
 from labstack.matrix import MATRIX_PATH, load_matrix, parse_matrix
 
 MATRIX = load_matrix()

@@ -1,4 +1,4 @@
-from labstack.pipconf import find_ca_bundle, parse_pip_config_list, sources_from_config
+from labstack.build.pipconf import find_ca_bundle, parse_pip_config_list, sources_from_config
 
 PIP_CONFIG_LIST = """\
 :env:.cert='/etc/ssl/certs/ca-certificates.crt'

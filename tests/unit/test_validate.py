@@ -12,17 +12,8 @@ import pytest
 
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
-from labstack.validate import (
-    Target,
-    TargetResult,
-    all_passed,
-    check_gpu_mode,
-    gpu_gate,
-    images_by_names,
-    merge_junit,
-    parse_hosts,
-    table_rows,
-)
+from labstack.validate.plugin import gpu_gate
+from labstack.validate.run import Target, TargetResult, all_passed, check_gpu_mode, merge_junit, table_rows
 
 MATRIX = load_matrix()
 PROBLEM = "no NVIDIA driver on this host"
@@ -46,22 +37,6 @@ def test_unknown_gpu_mode_is_bad_input():
     with pytest.raises(LabstackError) as err:
         check_gpu_mode("maybe")
     assert err.value.code == 2 and "auto, require, skip" in str(err.value)
-
-
-def test_hosts_are_parsed_and_labelled():
-    targets = parse_hosts("local://, ssh://lab@gpu1:2222,")
-    assert [(t.kind, t.label) for t in targets] == [("host", "local"), ("host", "lab@gpu1:2222")]
-    with pytest.raises(LabstackError) as err:
-        parse_hosts("gpu1")
-    assert err.value.code == 2 and "ssh://" in str(err.value)
-
-
-def test_images_by_name_or_ref_and_unknown_ones_rejected():
-    cpu = MATRIX.image("torch", "cpu")
-    assert images_by_names(MATRIX, f"torch-cpu,{cpu.ref}") == [cpu]
-    with pytest.raises(LabstackError) as err:
-        images_by_names(MATRIX, "jax-cpu")
-    assert err.value.code == 2 and "torch-cpu" in str(err.value)
 
 
 SAMPLE_SUITE = """
@@ -93,7 +68,7 @@ def test_the_report_plugin_records_what_ran_and_never_passes_what_did_not(tmp_pa
     (tmp_path / "test_sample.py").write_text(SAMPLE_SUITE)
     report = tmp_path / "report.json"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "labstack.pytest_report", "--labstack-report", str(report),
+        [sys.executable, "-m", "pytest", "-q", "-p", "labstack.validate.plugin", "--labstack-report", str(report),
          "-p", "no:cacheprovider", str(tmp_path / "test_sample.py")],
         cwd=tmp_path, capture_output=True, timeout=120, check=False,
     )  # fmt: skip

@@ -3,10 +3,10 @@ import zipfile
 
 import pytest
 
+from labstack.build.lock import Pin
+from labstack.build.wheelhouse import find_wheels, manylinux_platforms, sync_dir
 from labstack.errors import LabstackError
-from labstack.lock import Pin
 from labstack.matrix import load_matrix
-from labstack.wheelhouse import find_wheels, manylinux_platforms, sync_dir
 
 MATRIX = load_matrix()
 

@@ -1,0 +1,373 @@
+"""`invoke benchmark`: run the payload's bench.py in each image (and with --local on this host, from a venv made of
+the same wheels), collect one JSON document, then write the Markdown report and the chart from it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+import docker.types
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from labstack import payload
+from labstack.bench.report import NO_REFERENCE, verdicts, write_report
+from labstack.bench.stats import compare, container_ratios, load_references, load_run_documents, summarise
+from labstack.build.images import build_images
+from labstack.build.lock import read_lock
+from labstack.build.wheelhouse import ensure_wheels, wheelhouse_dir
+from labstack.engine import connect
+from labstack.errors import BadInput, ExitCode, LabstackError
+from labstack.gpu import gpu_preflight, gpu_problems, local_gpu
+from labstack.matrix import Image, Matrix, choose, load_matrix
+from labstack.paths import REPORTS_DIR, cache_dir, has_local_changes, revision
+from labstack.payload import run_probe
+
+RUN_TIMEOUT = {"quick": 600, "full": 1800}  # seconds for one framework's run, start-up included
+
+
+def choose_workloads(value: str) -> list[str]:
+    return list(choose("workload", value, payload.load("bench").WORKLOADS))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One run of bench.py: an image in a container, or its framework on this host (`where` = local)."""
+
+    image: Image
+    where: str  # "image" or "local"
+    device: str  # "cpu" or "cuda": a CUDA image can also be measured on its CPU
+
+    @property
+    def label(self) -> str:
+        return f"{self.image.name} ({'container' if self.where == 'image' else 'bare host'})"
+
+
+def plan_targets(images: list[Image], local: bool) -> list[Target]:
+    targets = []
+    for image in images:
+        device = "cuda" if image.variant == "cuda" else "cpu"
+        targets.append(Target(image, "image", device))
+        if local:
+            targets.append(Target(image, "local", device))
+    return targets
+
+
+def bench_arguments(target: Target, workloads: list[str], quick: bool) -> list[str]:
+    args = ["--framework", target.image.framework, "--device", target.device, "--workloads", ",".join(workloads)]
+    return [*args, "--quick"] if quick else args
+
+
+def parse_event(line: str) -> dict | None:
+    """A progress event bench.py wrote on stderr, or None for any other line (a framework's own output)."""
+    line = line.strip()
+    if not line.startswith('{"event"'):
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+class RunInterrupted(Exception):
+    def __init__(self, partial: dict | None) -> None:
+        super().__init__("interrupted")
+        self.partial = partial
+
+
+def parse_document(stdout: str, target: Target, code: int, stderr_tail: list[str]) -> dict:
+    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
+    try:
+        doc = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = " | ".join(line.strip() for line in stderr_tail[-3:]) or "no output"
+        raise LabstackError(f"the benchmark in {target.label} failed (exit {code}) without results: {tail}") from None
+    if code == 5:
+        raise LabstackError(f"{target.label}: {doc['errors'][0]['error']}", code=ExitCode.NO_GPU)
+    return doc
+
+
+def stream_events(lines, on_event, tail: list[str]) -> None:
+    for line in lines:
+        event = parse_event(line)
+        if event:
+            on_event(event)
+        elif line.strip():
+            tail.append(line.rstrip())
+            del tail[:-20]
+
+
+def run_in_container(client, target: Target, args: list[str], cpus: float | None, timeout: int, on_event) -> dict:
+    """bench.py in a fresh container of the image: no network, the CPU quota given, killed after `timeout`."""
+    options: dict = {"network_mode": "none", "shm_size": "1g", "detach": True, "labels": {"labstack.bench": "1"}}
+    if cpus:
+        options["nano_cpus"] = int(cpus * 1e9)
+    if target.device == "cuda":
+        options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    try:
+        container = client.containers.run(target.image.ref, ["python", payload.in_image("bench"), *args], **options)
+    except docker.errors.DockerException as err:
+        reason = getattr(err, "explanation", None) or str(err)
+        raise LabstackError(f"cannot start {target.label}: {reason}") from None
+    timer = threading.Timer(timeout, container.kill)
+    tail: list[str] = []
+    try:
+        timer.start()
+        try:
+            chunks = container.logs(stream=True, follow=True, stdout=False, stderr=True)
+            stream_events(_lines(chunks), on_event, tail)
+            code = container.wait(timeout=60)["StatusCode"]
+        except KeyboardInterrupt:
+            container.stop(timeout=20)  # SIGTERM: tini passes it on and bench.py prints what it measured
+            stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            raise RunInterrupted(_partial(stdout)) from None
+        if not timer.is_alive():
+            raise LabstackError(f"the benchmark in {target.label} ran past {timeout} s and was stopped")
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        doc = parse_document(stdout, target, code, tail)
+        labels = client.images.get(target.image.ref).labels or {}
+        doc["image_id"] = container.image.id
+        doc["image_revision"] = labels.get("org.opencontainers.image.revision")
+        return doc
+    finally:
+        timer.cancel()
+        container.remove(force=True)
+
+
+def _lines(chunks):
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode(errors="replace")
+    if pending:
+        yield pending.decode(errors="replace")
+
+
+def _partial(stdout: str) -> dict | None:
+    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+
+
+def local_python(matrix: Matrix) -> str:
+    """A host Python of the images' version, for the bare-host venvs."""
+    for candidate in (sys.executable, shutil.which(f"python{matrix.python_version}"), shutil.which("python3")):
+        if not candidate:
+            continue
+        out = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if out.stdout.strip() == matrix.python_version:
+            return candidate
+    raise LabstackError(
+        f"--local needs Python {matrix.python_version} on this host (the images' version, for the same wheels)"
+    )
+
+
+def ensure_local_venv(image: Image, matrix: Matrix) -> Path:
+    """A venv with exactly the image's lockfile installed offline from the verified wheelhouse:
+    ~/.cache/labstack/venvs/<image name>, rebuilt when the lockfile changes."""
+    ensure_wheels(read_lock(image, matrix), matrix)
+    venv = cache_dir() / "venvs" / image.name
+    marker = venv / "labstack-lock.sha256"
+    digest = hashlib.sha256(image.lockfile.read_bytes()).hexdigest()
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"making {venv} from {image.lockfile.name} (offline, hashes required)", flush=True)
+    subprocess.run([local_python(matrix), "-m", "venv", str(venv)], check=True)
+    install = [
+        str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+        str(wheelhouse_dir()), "--require-hashes", "--no-deps", "--requirement", str(image.lockfile),
+    ]  # fmt: skip
+    if subprocess.run(install, check=False).returncode != 0:
+        raise LabstackError(f"could not install {image.lockfile.name} into {venv}: see pip's message above")
+    marker.write_text(digest + "\n")
+    return venv
+
+
+def run_local(target: Target, matrix: Matrix, args: list[str], timeout: int, on_event) -> dict:
+    """bench.py on this host, in the venv made from the image's own lockfile and wheels."""
+    venv = ensure_local_venv(target.image, matrix)
+    tail: list[str] = []
+    with tempfile.TemporaryFile("w+") as stdout:
+        process = subprocess.Popen(
+            [str(venv / "bin" / "python"), str(payload.path("bench")), *args],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace",
+        )  # fmt: skip
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            stream_events(process.stderr, on_event, tail)
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()  # the terminal's SIGINT reached it too; it prints what it measured
+            process.wait(timeout=30)
+            stdout.seek(0)
+            raise RunInterrupted(_partial(stdout.read())) from None
+        finally:
+            timer.cancel()
+        if code in (-9, 137):
+            raise LabstackError(f"the benchmark in {target.label} ran past {timeout} s and was stopped")
+        stdout.seek(0)
+        return parse_document(stdout.read(), target, code, tail)
+
+
+@dataclass
+class BenchOptions:
+    framework: str = "all"
+    variant: str = "auto"
+    workloads: str = "all"
+    quick: bool = False
+    local: bool = False
+    repeat: int = 1
+    compare: str | None = None
+    out: str | None = None
+    cpus: float | None = None
+
+
+def host_record() -> dict:
+    return {
+        "cpu": run_probe("cpu"),
+        "system": run_probe("system"),
+        "labstack_revision": revision(),
+        "labstack_dirty": has_local_changes(),
+    }
+
+
+def select_images(matrix: Matrix, options: BenchOptions, client) -> list[Image]:
+    """The images to run: the chosen variants, or with 'auto' the CPU images plus the CUDA ones this host's GPU
+    can run. Asking for cuda on a host without a usable GPU is an error (exit 5) that says why."""
+    if options.variant != "auto":
+        images = matrix.select(options.framework, options.variant)
+        for image in images:
+            if image.variant == "cuda":
+                gpu_preflight(client, image, matrix)
+        return images
+    images = matrix.select(options.framework, "cpu")
+    cuda = matrix.select(options.framework, "cuda")
+    gpu = local_gpu()
+    if gpu.nvml.get("available"):
+        info = client.info()
+        images += [i for i in cuda if not gpu_problems(i, matrix, gpu, info)]
+    return images
+
+
+def default_out_dir(now: dt.datetime) -> Path:
+    return REPORTS_DIR / f"benchmark-{now:%Y%m%d-%H%M%S}"
+
+
+def write_json(doc: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "benchmark.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_benchmark(options: BenchOptions) -> dict:
+    """Everything `invoke benchmark` does; returns the JSON document (also written to the out directory)."""
+    matrix = load_matrix()
+    workloads = choose_workloads(options.workloads)
+    matrix.select(options.framework, "cpu" if options.variant == "auto" else options.variant)  # names checked
+    if options.repeat < 1:
+        raise BadInput(f"--repeat {options.repeat}: give 1 or more")
+    if options.cpus is not None and options.cpus <= 0:
+        raise BadInput(f"--cpus {options.cpus}: give a positive number of CPUs")
+    old = load_run_documents(Path(options.compare), "--compare file") if options.compare else None
+    client = connect()
+    images = select_images(matrix, options, client)
+    build_images(matrix, images)  # cached layers: seconds when the images exist; builds them when missing
+
+    now = dt.datetime.now(dt.UTC)
+    out_dir = Path(options.out) if options.out else default_out_dir(now)
+    mode = "quick" if options.quick else "full"
+    doc: dict = {
+        "schema": "labstack-benchmark/1",
+        "created": now.isoformat(timespec="seconds"),
+        "mode": mode,
+        "workloads": workloads,
+        "repeat": options.repeat,
+        "cpus_limit": options.cpus,
+        "host": host_record(),
+        "runs": [],
+        "interrupted": False,
+    }
+    targets = plan_targets(images, options.local)
+    timeout = RUN_TIMEOUT[mode]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, transient=False) as progress:
+            for repeat in range(options.repeat):
+                for target in targets:
+                    name = f"{target.label}" + (f" run {repeat + 1}/{options.repeat}" if options.repeat > 1 else "")
+                    task = progress.add_task(f"{name}: starting", total=None)
+
+                    def on_event(event, task=task, name=name):
+                        kind = event.get("event")
+                        if kind == "setup":
+                            progress.update(task, total=event["total"], description=f"{name}: loading framework")
+                        elif kind == "start":
+                            what = f"{event['workload']} {event['precision']}"
+                            progress.update(task, description=f"{name}: {what}")
+                        elif kind in ("done", "error"):
+                            progress.advance(task)
+
+                    args = bench_arguments(target, workloads, options.quick)
+                    if target.where == "image":
+                        run = run_in_container(client, target, args, options.cpus, timeout, on_event)
+                    else:
+                        run = run_local(target, matrix, args, timeout, on_event)
+                    run.update(where=target.where, image=target.image.ref, repeat_index=repeat)
+                    progress.update(task, description=f"{name}: done")
+                    doc["runs"].append(run)
+                    write_json(doc, out_dir)
+    except RunInterrupted as stop:
+        if stop.partial:
+            doc["runs"].append({**stop.partial, "where": target.where, "image": target.image.ref})
+        doc["interrupted"] = True
+    except KeyboardInterrupt:  # between runs: everything finished so far is already in doc
+        doc["interrupted"] = True
+    doc["summary"] = summarise(doc["runs"])
+    doc["container_ratios"] = container_ratios(doc["summary"])
+    if old:
+        doc["compare"] = {"file": str(options.compare), "changes": compare(old.get("summary") or summarise(
+            old.get("runs", [old])), doc["summary"])}  # fmt: skip
+    json_path = write_json(doc, out_dir)
+    paths = write_report(doc, out_dir)
+    doc["outputs"] = [str(json_path), *map(str, paths)]
+    if doc["interrupted"]:
+        raise LabstackError(f"interrupted: the results measured so far are in {out_dir}", code=ExitCode.INTERRUPTED)
+    return doc
+
+
+def parse_cpus(value) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"--cpus {value}: give a number of CPUs, e.g. 1 or 1.5") from None
+
+
+def print_outcome(doc: dict) -> None:
+    """The verdicts on the terminal, then where the full report is."""
+    paragraphs = verdicts(doc["summary"], load_references(), doc["runs"])
+    for workload, paragraph in paragraphs.items():
+        print(f"\n{workload}: {paragraph.replace(NO_REFERENCE, '(No GPU reference yet.)')}")
+    if any(NO_REFERENCE in p for p in paragraphs.values()):
+        print(f"\n{NO_REFERENCE}")
+    print("\nreport: " + ", ".join(doc["outputs"]))

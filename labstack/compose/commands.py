@@ -1,0 +1,43 @@
+"""The bodies of `invoke env`, `data`, `up-cpu`, `up-gpu` and `down` (tasks.py only declares them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labstack.compose.data import data_helper
+from labstack.compose.env import ENV_FILE, ensure_env
+from labstack.compose.project import Project, project_from_env, up_notebook
+from labstack.compose.project import down as compose_down
+from labstack.engine import connect, image_or_none
+from labstack.gpu import gpu_preflight
+from labstack.matrix import load_matrix
+
+
+def env(framework: str, new_token: bool = False) -> None:
+    matrix = load_matrix()
+    image = matrix.image(framework, "cpu")
+    built = image_or_none(connect(), image.ref)
+    values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None)
+    print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
+    if not built:
+        print(f"{image.ref} is not built yet: `invoke build --framework {framework}`")
+
+
+def data(folder: str | None = None, **action: bool) -> None:
+    data_helper(folder, **action)
+
+
+def up(framework: str, variant: str, project: str | None = None, env_file: str | None = None) -> None:
+    """Start the notebook on the CPU or (after the GPU preflight) the CUDA image; print its URL."""
+    matrix = load_matrix()
+    image = matrix.image(framework, variant)
+    if variant == "cuda":
+        gpu_preflight(connect(), image, matrix)
+    env_path = Path(env_file) if env_file else ENV_FILE
+    compose_project = Project(project_from_env(env_path, project), env_path, gpu=variant == "cuda")
+    print(up_notebook(matrix, framework, variant, compose_project))
+
+
+def down(project: str | None = None, env_file: str | None = None) -> None:
+    env_path = Path(env_file) if env_file else ENV_FILE
+    compose_down(Project(project_from_env(env_path, project), env_path))

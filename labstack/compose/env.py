@@ -1,0 +1,135 @@
+"""`.env` for docker compose: who owns the files the services write (UID/GID), which images they run (from the
+matrix), where the mounted folders are, and the notebook's token."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from labstack import ROOT
+from labstack.build.notebook import notebook_ref
+from labstack.errors import BadInput
+from labstack.matrix import Matrix
+
+ENV_FILE = ROOT / ".env"
+NOTEBOOK_PORT = 8888
+TOKEN_BYTES = 24
+# The folders the services mount; created by `invoke env` so that they belong to you, not to root.
+FOLDERS = {"DATA_DIR": "data", "RUNS_DIR": "runs", "NOTEBOOK_DIR": "notebooks"}
+ENV_HEADER = (
+    "# Written by `invoke env` from images/matrix.toml; read by docker compose (and `invoke up-cpu/up-gpu`).\n"
+    "# Edit freely: `invoke env` keeps JUPYTER_TOKEN (unless --new-token) and rewrites the rest.\n"
+)
+
+
+def default_project(root: Path = ROOT) -> str:
+    """The name Compose gives a project in `root` (its folder name, lower case, [a-z0-9_-] only)."""
+    name = re.sub(r"[^a-z0-9_-]", "", root.name.lower()).lstrip("-_")
+    return name or "labstack"
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments and blank lines skipped, surrounding quotes removed)."""
+    values = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+    return parse_env(path.read_text()) if path.is_file() else {}
+
+
+def env_values(
+    matrix: Matrix,
+    framework: str,
+    *,
+    uid: int,
+    gid: int,
+    root: Path = ROOT,
+    token: str | None = None,
+    image_id: str | None = None,
+    port: int = NOTEBOOK_PORT,
+) -> dict[str, str]:
+    """Everything .env sets: who owns files in the mounts, which images (from the matrix), the notebook."""
+    image = matrix.image(framework, "cpu")
+    values = {
+        "COMPOSE_PROJECT_NAME": default_project(root),
+        "UID": str(uid),
+        "GID": str(gid),
+        "TRAIN_IMAGE": image.ref,
+        "TRAIN_IMAGE_ID": image_id or "",
+        "NOTEBOOK_IMAGE": notebook_ref(image),
+        "NOTEBOOK_BIND": "127.0.0.1",
+        "NOTEBOOK_PORT": str(port),
+        "JUPYTER_TOKEN": token or secrets.token_hex(TOKEN_BYTES),
+    }
+    values |= {key: str(root / folder) for key, folder in FOLDERS.items()}
+    return values
+
+
+def render_env(values: dict[str, str]) -> str:
+    for key, value in values.items():
+        if "\n" in value or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise BadInput(f"cannot write {key}={value!r} to .env")
+    return ENV_HEADER + "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def write_env(path: Path, values: dict[str, str]) -> Path:
+    """Write .env atomically, readable by you only (it holds the notebook token)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(render_env(values))
+    os.replace(tmp, path)
+    return path
+
+
+def make_folders(values: dict[str, str]) -> list[Path]:
+    """Create the mounted folders that do not exist yet (as the invoking user, so they are theirs)."""
+    made = []
+    for key in FOLDERS:
+        folder = Path(values[key])
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            made.append(folder)
+    return made
+
+
+def ensure_env(
+    matrix: Matrix, framework: str, path: Path = ENV_FILE, *, new_token: bool = False, image_id: str | None = None
+) -> dict[str, str]:
+    """(Re)write .env for `framework`, keeping the existing notebook token and port unless told otherwise."""
+    old = read_env(path)
+    token = None if new_token else old.get("JUPYTER_TOKEN") or None
+    port = int(old.get("NOTEBOOK_PORT") or NOTEBOOK_PORT)
+    uid, gid = container_user(os.getuid(), os.getgid(), matrix)
+    values = env_values(matrix, framework, uid=uid, gid=gid, token=token, image_id=image_id, port=port)
+    write_env(path, values)
+    make_folders(values)
+    if os.getuid() == 0:
+        hand_over_folders(values, uid, gid)
+    return values
+
+
+def container_user(uid: int, gid: int, matrix: Matrix) -> tuple[int, int]:
+    """Your UID/GID, so files in the mounts are yours; root gets the image's user instead: no container of
+    ours runs as root (root on the host can still read and remove everything they write)."""
+    return (matrix.uid, matrix.gid) if uid == 0 else (uid, gid)
+
+
+def hand_over_folders(values: dict[str, str], uid: int, gid: int) -> None:
+    """As root, give the (top of the) mounted folders to the container user, so it can write there."""
+    for key in FOLDERS:
+        folder = Path(values[key])
+        if folder.stat().st_uid == 0:
+            os.chown(folder, uid, gid)

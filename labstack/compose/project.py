@@ -1,0 +1,130 @@
+"""One compose project of this checkout: the exact `docker compose` command lines (printed before they run), and
+up/down of the notebook on the CPU or the CUDA image."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labstack import ROOT
+from labstack.build.notebook import build_notebook_image
+from labstack.compose.env import ENV_FILE, NOTEBOOK_PORT, default_project, ensure_env, read_env
+from labstack.errors import BadInput, LabstackError
+from labstack.matrix import Matrix
+
+COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+GPU_FILE = ROOT / "compose" / "compose.gpu.yaml"
+MIN_COMPOSE = (2, 20)  # `include:` in the root compose.yaml
+HEALTH_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class Project:
+    """One compose project: its name, env file and files; `command()` gives the exact CLI line."""
+
+    name: str
+    env_file: Path = ENV_FILE
+    gpu: bool = False
+
+    @property
+    def files(self) -> list[Path]:
+        return [COMPOSE_FILE, GPU_FILE] if self.gpu else [COMPOSE_FILE]
+
+    def command(self, *action: str) -> list[str]:
+        command = ["docker", "compose", "--project-name", self.name]
+        if self.env_file.is_file():
+            command += ["--env-file", str(self.env_file)]
+        for path in self.files:
+            command += ["--file", str(path)]
+        return [*command, "--profile", "notebook", *action]
+
+
+def shell_line(command: list[str], overrides: dict[str, str], root: Path = ROOT) -> str:
+    """The command as you would type it from the repository root (variables first, paths relative)."""
+
+    def short(word: str) -> str:
+        return os.path.relpath(word, root) if word.startswith(str(root) + os.sep) else word
+
+    prefix = [f"{key}={shlex.quote(value)}" for key, value in overrides.items()]
+    return " ".join(prefix + [shlex.quote(short(word)) for word in command])
+
+
+def run_compose(project: Project, action: list[str], overrides: dict[str, str] | None = None, **kwargs):
+    """Print the exact command, then run it with `overrides` in its environment (they beat .env)."""
+    overrides = overrides or {}
+    command = project.command(*action)
+    print("$ " + shell_line(command, overrides), flush=True)
+    return subprocess.run(command, env={**os.environ, **overrides}, check=False, **kwargs)
+
+
+def compose_version() -> tuple[int, ...]:
+    try:
+        out = subprocess.run(
+            ["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except FileNotFoundError:
+        out = None
+    if out is None or out.returncode != 0:
+        raise LabstackError(
+            "Docker Compose v2 is missing (`docker compose version` fails): `sudo scripts/install-docker.sh` "
+            "installs it"
+        )
+    return tuple(int(part) for part in re.findall(r"\d+", out.stdout)[:3])
+
+
+def check_compose() -> None:
+    version = compose_version()
+    if version < MIN_COMPOSE:
+        have = ".".join(map(str, version))
+        raise LabstackError(
+            f"Docker Compose {have} is too old: labstack needs {'.'.join(map(str, MIN_COMPOSE))} or newer "
+            "(`sudo scripts/install-docker.sh` installs 2.26)"
+        )
+
+
+def notebook_url(values: dict[str, str]) -> str:
+    bind = values.get("NOTEBOOK_BIND") or "127.0.0.1"
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    return f"http://{host}:{values.get('NOTEBOOK_PORT') or NOTEBOOK_PORT}/lab?token={values['JUPYTER_TOKEN']}"
+
+
+def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project) -> str:
+    """Build (cached) the notebook image, start it with `--wait` (healthy = answers with its token), return its URL.
+    The GPU preflight happens before this is called."""
+    check_compose()
+    image = matrix.image(framework, variant)
+    values = read_env(project.env_file)
+    if not values.get("JUPYTER_TOKEN"):
+        if project.env_file != ENV_FILE:
+            raise BadInput(f"{project.env_file} has no JUPYTER_TOKEN: run `invoke env`")
+        values = ensure_env(matrix, framework)
+        print(f"wrote {ENV_FILE.name} (UID/GID, images, a new notebook token)")
+    ref = build_notebook_image(matrix, image)
+    overrides = {"NOTEBOOK_IMAGE": ref}
+    action = ["up", "--detach", "--wait", "--wait-timeout", str(HEALTH_TIMEOUT_S), "notebook"]
+    started = time.monotonic()
+    result = run_compose(project, action, overrides)
+    if result.returncode != 0:
+        logs = project.command("logs", "notebook")
+        raise LabstackError(
+            f"the notebook did not become healthy (docker compose exit {result.returncode}): see "
+            f"`{shell_line(logs, {})}`, then `invoke down`"
+        )
+    print(f"notebook on {ref} healthy after {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return notebook_url(values)
+
+
+def down(project: Project) -> None:
+    result = run_compose(Project(project.name, project.env_file, gpu=True), ["down", "--remove-orphans"])
+    if result.returncode != 0:
+        raise LabstackError(f"docker compose down failed (exit {result.returncode}): see its message above")
+
+
+def project_from_env(env_file: Path, name: str | None) -> str:
+    return name or read_env(env_file).get("COMPOSE_PROJECT_NAME") or default_project()

@@ -1,0 +1,106 @@
+"""The machines labstack reaches: `local://` (this one), `ssh://[user@]host[:port]` (a lab server, through the
+user's own OpenSSH: their ssh config, keys and agent apply) and `docker://container`.
+
+A host is checked before anything runs: its parts must be plain names, so nothing a user types can become an
+ssh option (`ssh://-oProxyCommand=...`) or shell text. Every ssh call gets the same options: never ask for a
+password, and give up on a host that does not answer, or that stalls in the middle of the handshake, within
+seconds instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from labstack.errors import BadInput
+
+SCHEMES = ("local", "ssh", "docker")
+CONNECT_TIMEOUT_S = 10
+ALIVE_INTERVAL_S = 5
+ALIVE_COUNT = 3
+# BatchMode: keys and agent only, no password prompt. ConnectTimeout alone does not end a handshake that stalls
+# after the server's banner (measured: OpenSSH 9.2 waited for ever); with ServerAliveInterval set, the same
+# stalled host fails after ConnectTimeout, and an established session that stops answering fails after
+# ServerAliveInterval x ServerAliveCountMax.
+SSH_OPTIONS = (
+    "-o", "BatchMode=yes",
+    "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+    "-o", f"ServerAliveInterval={ALIVE_INTERVAL_S}",
+    "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
+)  # fmt: skip
+SPEC_HELP = "write local://, ssh://[user@]host[:port] or docker://container"
+
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_SSH = re.compile(r"(?:(?P<user>[^@]*)@)?(?P<name>\[[^\]]*\]|[^:]*)(?::(?P<port>[^:]*))?")
+
+
+@dataclass(frozen=True)
+class Host:
+    scheme: str
+    name: str = ""
+    user: str | None = None
+    port: int | None = None
+
+    @property
+    def spec(self) -> str:
+        """The host as testinfra and the reports write it: local://, ssh://user@name:port, docker://name."""
+        if self.scheme == "local":
+            return "local://"
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{user}{self.name}{port}"
+
+    @property
+    def label(self) -> str:
+        return "local" if self.scheme == "local" else self.spec.partition("://")[2]
+
+    def ssh_command(self, *remote: str) -> list[str]:
+        """`ssh` with labstack's options for this host; REMOTE is run by the remote user's shell."""
+        if self.scheme != "ssh":
+            raise ValueError(f"{self.spec} is not an ssh host")
+        port = ["-p", str(self.port)] if self.port else []
+        user = ["-l", self.user] if self.user else []
+        return ["ssh", *SSH_OPTIONS, *port, *user, "--", self.name.strip("[]"), *remote]
+
+
+def parse_host(text: str) -> Host:
+    """One host spec, checked part by part; the error names the part that is wrong."""
+    spec = text.strip()
+    scheme, separator, rest = spec.partition("://")
+    if not separator or scheme not in SCHEMES:
+        raise BadInput(f"bad host {spec!r}: {SPEC_HELP}")
+    if scheme == "local":
+        if rest.strip("/"):
+            raise BadInput(f"bad host {spec!r}: local:// names this machine and takes nothing after it")
+        return Host("local")
+    if scheme == "docker":
+        _check(spec, "container", rest, _USER)
+        return Host("docker", rest)
+    parts = _SSH.fullmatch(rest)
+    if parts is None:
+        raise BadInput(f"bad host {spec!r}: {SPEC_HELP}")
+    user, name, port = parts.group("user"), parts.group("name"), parts.group("port")
+    if user is not None:
+        _check(spec, "user", user, _USER)
+    _check(spec, "host name", name, _NAME)
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise BadInput(f"bad host {spec!r}: the port {port!r} is not a number from 1 to 65535")
+    return Host("ssh", name, user, int(port) if port else None)
+
+
+def _check(spec: str, what: str, value: str, pattern: re.Pattern) -> None:
+    if value.startswith("-"):
+        raise BadInput(f"bad host {spec!r}: a {what} cannot start with '-' (ssh would read it as an option)")
+    if not pattern.fullmatch(value):
+        raise BadInput(
+            f"bad host {spec!r}: the {what} {value!r} may hold only letters, digits, '.', '-' and '_'"
+            if value
+            else f"bad host {spec!r}: no {what}: {SPEC_HELP}"
+        )
+
+
+def parse_hosts(text: str) -> list[Host]:
+    """A comma-separated list of host specs, in order, each once."""
+    hosts = [parse_host(part) for part in text.split(",") if part.strip()]
+    return list(dict.fromkeys(hosts))

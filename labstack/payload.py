@@ -1,0 +1,81 @@
+"""The payload: the programs in payload/ that run inside every image and on bare hosts (probes, checks, the
+benchmark, the trainer, the MNIST helper, the notebook starter, the build-time manifest). Standard library
+only, plus the framework a program is about.
+
+This module is the one place the host knows them: their folder here, their folder in the images, their
+source (for `python3 -c` over ssh, where nothing is copied first) and the modules themselves (the host reuses
+their pure logic and tables instead of keeping a second copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+
+from labstack import ROOT
+from labstack.errors import LabstackError
+
+PAYLOAD_DIR = ROOT / "payload"
+# Where the images hold the payload (images/*/Dockerfile copy PAYLOAD_DIR there; compose files run it from there).
+IN_IMAGE = PurePosixPath("/opt/labstack/payload")
+# What each image's build writes about itself (payload/manifest.py); readable without starting Python.
+MANIFEST_IN_IMAGE = IN_IMAGE.parent / "manifest"
+PROBE_TIMEOUT = 60
+
+
+def path(name: str) -> Path:
+    """payload/NAME.py on this machine; a name that is not a payload program is a programming error."""
+    found = PAYLOAD_DIR / f"{name}.py"
+    if not found.is_file():
+        raise ValueError(f"{name} is not a program of {PAYLOAD_DIR}")
+    return found
+
+
+def in_image(name: str) -> str:
+    """The payload program NAME as a path inside a labstack image, e.g. /opt/labstack/payload/probe.py."""
+    return str(IN_IMAGE / path(name).name)
+
+
+def source(name: str) -> str:
+    """The program's text, to run it from source on a host where nothing was copied (`python3 -c SOURCE`)."""
+    return path(name).read_text()
+
+
+def programs() -> list[str]:
+    return sorted(p.stem for p in PAYLOAD_DIR.glob("*.py"))
+
+
+def load(name: str) -> ModuleType:
+    """A payload program imported as a module on the host, under its own name, as its siblings import it in the
+    images (`import probe`): loading train and mnist gives one mnist, not two copies with two DataError types."""
+    wanted = path(name).resolve()
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() != wanted:
+            raise LabstackError(f"cannot load the payload's {name}: another module named {name} is already loaded")
+        return loaded
+    sys.path.insert(0, str(PAYLOAD_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(PAYLOAD_DIR))
+
+
+def run_probe(name: str, python: str = sys.executable) -> dict:
+    """Run one probe on this machine in a separate process with a timeout, so a hung driver cannot hang
+    labstack; a probe that cannot run is reported like one that found nothing: with the reason."""
+    try:
+        out = subprocess.run(
+            [python, str(path("probe")), name], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=True
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {"available": False, "kind": "timeout", "reason": f"the {name} probe ran past {PROBE_TIMEOUT} s"}
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError) as err:
+        return {"available": False, "kind": "probe-error", "reason": f"the {name} probe failed: {err}"}

@@ -1,0 +1,56 @@
+"""A lab's defaults, from invoke's configuration: `invoke.yaml` beside tasks.py (invoke.example.yaml shows every
+setting), `~/.invoke.yaml`, `INVOKE_LABSTACK_<NAME>` variables or `invoke -f FILE`. The older variables
+LABSTACK_REPOSITORY and LABSTACK_CACHE are still honoured, and win over the files, as variables do in invoke.
+
+The values reach the library the one way it already reads them: the namespace and the cache are exported to
+the environment (so `invoke validate`'s pytest processes see them too); the default hosts and framework are
+the tasks' defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from labstack.errors import BadInput
+from labstack.matrix import REPOSITORY_VARIABLE
+from labstack.paths import CACHE_VARIABLE
+
+
+@dataclass(frozen=True)
+class Settings:
+    repository: str = ""  # namespace of the framework images, e.g. HOST:PORT/labstack for a lab registry
+    cache: str = ""  # wheelhouse, build contexts, bench venvs (default: ~/.cache/labstack)
+    hosts: str = "local://"  # what `invoke validate` checks besides the images
+    framework: str = "torch"  # the framework of `invoke env`, `up-cpu`, `up-gpu`
+
+
+DEFAULTS = {f.name: f.default for f in fields(Settings)}
+VARIABLES = {"repository": REPOSITORY_VARIABLE, "cache": CACHE_VARIABLE}
+
+
+def from_config(config: Mapping | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """The `labstack:` section of invoke's configuration, with the environment variables over it."""
+    values = dict(DEFAULTS)
+    for key, value in (config or {}).items():
+        if key not in DEFAULTS:
+            raise BadInput(f"unknown setting labstack.{key} in invoke's configuration: use {', '.join(DEFAULTS)}")
+        if value is not None:
+            if not isinstance(value, str):
+                raise BadInput(f"labstack.{key} in invoke's configuration must be text, not {value!r}")
+            values[key] = value
+    for key, variable in VARIABLES.items():
+        if environ.get(variable):
+            values[key] = environ[variable]
+    return Settings(**values)
+
+
+def export(settings: Settings, environ: dict[str, str] | None = None) -> Settings:
+    """Make the namespace and cache the environment's, where the library and its child processes read them."""
+    environ = os.environ if environ is None else environ
+    for key, variable in VARIABLES.items():
+        value = getattr(settings, key)
+        if value:
+            environ[variable] = value
+    return settings

@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""labstack benchmark workloads: the same training steps in PyTorch and TensorFlow, timed the way
+tf_cnn_benchmarks and TorchBench time them. Prints one JSON document on stdout; progress goes to stderr as
+JSON lines ({"event": ...}) that `invoke benchmark` turns into a progress bar.
+
+    python3 bench.py --framework torch|tensorflow [--workloads matmul,mnist_cnn,resnet,transformer]
+                     [--quick] [--device cpu|cuda] [--threads N]
+
+Runs inside a labstack image (/opt/labstack/payload/bench.py) and on a bare host with nothing but the
+framework installed (a GPU host without Docker or network: `python3 payload/bench.py --device cuda ...`).
+Method: synthetic random-normal data with fixed seeds; warm-up steps not counted; then timed steps until both
+a minimum count and a minimum time are reached; every step is timed on its own, with CUDA synchronised (torch)
+or the step's result fetched (TensorFlow) before each clock read; the device that ran is asserted from the
+framework; CPU threads follow the container's CPU quota (probe.py's usable_cpus).
+Exit codes: 0 done, 2 bad arguments, 5 the requested device is not usable, 130 interrupted (partial results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import probe  # the payload's probes, beside this file
+
+SCHEMA = "labstack-bench-run/1"
+FRAMEWORKS = ("torch", "tensorflow")
+WORKLOADS = ("matmul", "mnist_cnn", "resnet", "transformer")
+DEVICES = ("cpu", "cuda")
+MNIST_EPOCH = 60_000  # training images in one MNIST epoch
+
+# The workload definitions. A config is what must be equal for two results to be compared (a GPU reference is
+# matched to a CPU result by it); matmul is compared by GFLOP/s, so its size lives in `shape`, per device.
+CONFIGS = {
+    "quick": {
+        "mnist_cnn": {"batch": 128},
+        "resnet": {"depth": 18, "image_size": 112, "batch": 16, "classes": 1000},
+        "transformer": {"layers": 4, "hidden": 384, "heads": 6, "ffn": 1536, "seq": 128, "batch": 8},
+    },
+    "full": {
+        "mnist_cnn": {"batch": 128},
+        "resnet": {"depth": 18, "image_size": 224, "batch": 32, "classes": 1000},
+        "transformer": {"layers": 12, "hidden": 768, "heads": 12, "ffn": 3072, "seq": 128, "batch": 8},
+    },
+}
+MATMUL_SHAPE = {"cpu": {"n": 2048, "inner": 1}, "cuda": {"n": 8192, "inner": 10}}
+# warm-up steps (not counted), then at least min_steps and min_seconds of timed steps, at most max_seconds.
+TIMING = {
+    "quick": {"warmup": 2, "min_steps": 8, "min_seconds": 2.5, "max_seconds": 20.0},
+    "full": {"warmup": 5, "min_steps": 20, "min_seconds": 8.0, "max_seconds": 90.0},
+}
+HEAVY_FULL = {"warmup": 2, "min_steps": 6, "min_seconds": 8.0, "max_seconds": 120.0}  # resnet/transformer, full
+UNITS = {"matmul": "GFLOP/s", "mnist_cnn": "samples/s", "resnet": "images/s", "transformer": "sequences/s"}
+RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+class DeviceUnusable(Exception):
+    """The requested device cannot be used by this framework here (exit 5)."""
+
+
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+def median_spread(times: list[float]) -> dict:
+    ordered = sorted(times)
+    median = statistics.median(ordered)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [median, median, median]
+    return {
+        "median_s": median,
+        "min_s": ordered[0],
+        "max_s": ordered[-1],
+        "spread_range": (ordered[-1] - ordered[0]) / median,
+        "spread_iqr": (quartiles[2] - quartiles[0]) / median,
+    }
+
+
+def timed_steps(step, sync, timing: dict) -> list[float]:
+    """Run `step` warm-up times untimed, then time each step (sync before every clock read) until both the
+    minimum count and the minimum time are reached, stopping at max_seconds."""
+    for _ in range(timing["warmup"]):
+        step()
+    sync()
+    times: list[float] = []
+    started = time.perf_counter()
+    while True:
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        if len(times) >= timing["min_steps"] and elapsed >= timing["min_seconds"]:
+            break
+        if elapsed >= timing["max_seconds"] and len(times) >= 3:
+            break
+    return times
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: str, threads: int) -> None:
+        import torch
+
+        self.torch = torch
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # already set in this process
+            torch.set_num_interop_threads(1)  # one training step at a time: no inter-op parallelism to use
+        # fp32 means fp32 in both frameworks: no TF32 tensor cores (cuDNN convolutions default to them)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnusable(f"torch {torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False)")
+        self.device = torch.device("cuda:0" if device == "cuda" else "cpu")
+        self.kind = device
+
+    def threads(self) -> dict:
+        return {"intra_op": self.torch.get_num_threads(), "inter_op": self.torch.get_num_interop_threads()}
+
+    def device_name(self) -> str:
+        if self.kind == "cuda":
+            return self.torch.cuda.get_device_name(self.device)
+        return "cpu"
+
+    def extra(self) -> dict:
+        config = self.torch.__config__.show()
+        blas = re.search(r"BLAS_INFO=(\w+)", config)
+        return {
+            "blas": blas.group(1) if blas else None,
+            "mkldnn": self.torch.backends.mkldnn.is_available(),
+            "tf32": self.torch.backends.cudnn.allow_tf32 or self.torch.backends.cuda.matmul.allow_tf32,
+        }
+
+    def sync(self) -> None:
+        if self.kind == "cuda":
+            self.torch.cuda.synchronize()
+
+    def assert_device(self, tensor) -> str:
+        if tensor.device.type != self.kind:
+            raise AssertionError(f"torch ran on {tensor.device}, not {self.kind}")
+        return str(tensor.device)
+
+    def seed(self) -> None:
+        self.torch.manual_seed(0)
+
+    def matmul(self, n: int, inner: int, precision: str):
+        torch = self.torch
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        a = torch.randn(n, n, device=self.device, dtype=dtype)
+        b = torch.randn(n, n, device=self.device, dtype=dtype)
+        out = {}
+
+        def step():
+            for _ in range(inner):
+                out["c"] = a @ b
+
+        step()
+        return step, self.assert_device(out["c"])
+
+    def model(self, workload: str, config: dict):
+        nn = self.torch.nn
+        if workload == "mnist_cnn":
+            return nn.Sequential(
+                nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                nn.Linear(12 * 12 * 64, 128), nn.ReLU(), nn.Linear(128, 10),
+            )  # fmt: skip
+        if workload == "resnet":
+            return torch_resnet(nn, config)
+        layer = nn.TransformerEncoderLayer(
+            config["hidden"], config["heads"], config["ffn"], dropout=0.0, activation="gelu", batch_first=True
+        )
+        encoder = nn.TransformerEncoder(layer, config["layers"], enable_nested_tensor=False)
+        return torch_first_token_classifier(nn, encoder, nn.Linear(config["hidden"], 2))
+
+    def train_step(self, workload: str, config: dict, precision: str):
+        torch = self.torch
+        model = self.model(workload, config).to(self.device)
+        x, y = synthetic_batch(
+            workload,
+            config,
+            normal=lambda shape: torch.randn(*shape, device=self.device),
+            integers=lambda high, n: torch.randint(0, high, (n,), device=self.device),
+            channels_last=False,
+        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        amp = precision == "amp_bf16"
+        out = {}
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            loss.backward()
+            optimizer.step()
+            out["loss"] = loss
+
+        step()
+        self.sync()
+        where = self.assert_device(out["loss"])
+        if next(model.parameters()).device.type != self.kind:
+            raise AssertionError(f"torch model parameters are not on {self.kind}")
+        return step, where
+
+
+def torch_resnet(nn, config: dict):
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            )  # fmt: skip
+            self.shortcut = nn.Identity()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.relu(self.body(x) + self.shortcut(x))
+
+    layers = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    ]  # fmt: skip
+    cin = 64
+    for index, blocks in enumerate(RESNET_STAGES[config["depth"]]):
+        cout = 64 * 2**index
+        for block in range(blocks):
+            layers.append(Block(cin, cout, 2 if block == 0 and index > 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, config["classes"])]
+    return nn.Sequential(*layers)
+
+
+def torch_first_token_classifier(nn, encoder, head):
+    """An encoder stack with a classification head on the first token (BERT's [CLS] position)."""
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.head = encoder, head
+
+        def forward(self, x):
+            return self.head(self.encoder(x)[:, 0])
+
+    return Classifier()
+
+
+def synthetic_batch(workload: str, config: dict, normal, integers, channels_last: bool):
+    """Random-normal inputs (never zeros) and random labels, shaped for the workload and the framework."""
+    batch = config["batch"]
+    if workload == "mnist_cnn":
+        shape, classes = ((batch, 28, 28, 1) if channels_last else (batch, 1, 28, 28)), 10
+    elif workload == "resnet":
+        size = config["image_size"]
+        shape, classes = ((batch, size, size, 3) if channels_last else (batch, 3, size, size)), config["classes"]
+    else:
+        shape, classes = (batch, config["seq"], config["hidden"]), 2
+    return normal(shape), integers(classes, batch)
+
+
+# ------------------------------------------------------------------------------------------- TensorFlow
+
+
+class TensorflowBackend:
+    name = "tensorflow"
+
+    def __init__(self, device: str, threads: int) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.tf = tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # fp32 means fp32, as in torch
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "cuda" and not gpus:
+            raise DeviceUnusable(f"tensorflow {tf.__version__} lists no GPU here (built with CUDA: "
+                                 f"{tf.test.is_built_with_cuda()})")  # fmt: skip
+        self.kind = device
+        self.tf_device = "/GPU:0" if device == "cuda" else "/CPU:0"
+
+    def threads(self) -> dict:
+        threading = self.tf.config.threading
+        return {
+            "intra_op": threading.get_intra_op_parallelism_threads(),
+            "inter_op": threading.get_inter_op_parallelism_threads(),
+        }
+
+    def device_name(self) -> str:
+        if self.kind == "cuda":
+            gpu = self.tf.config.list_physical_devices("GPU")[0]
+            return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        return "cpu"
+
+    def extra(self) -> dict:
+        import keras
+
+        return {"keras": keras.__version__, "tf32": self.tf.config.experimental.tensor_float_32_execution_enabled()}
+
+    def sync(self) -> None:
+        pass  # every step returns a scalar that is fetched (.numpy()), which waits for the device
+
+    def assert_device(self, tensor) -> str:
+        placed = tensor.device
+        expected = "GPU" if self.kind == "cuda" else "CPU"
+        if f"device:{expected}:" not in placed:
+            raise AssertionError(f"tensorflow ran on {placed}, not {expected}")
+        return placed
+
+    def seed(self) -> None:
+        import keras
+
+        keras.utils.set_random_seed(0)
+
+    def matmul(self, n: int, inner: int, precision: str):
+        tf = self.tf
+        dtype = tf.float32 if precision == "fp32" else tf.bfloat16
+        with tf.device(self.tf_device):
+            a = tf.cast(tf.random.normal((n, n), seed=1), dtype)
+            b = tf.cast(tf.random.normal((n, n), seed=2), dtype)
+
+        @tf.function
+        def product(a, b):
+            total = tf.constant(0.0)
+            for _ in tf.range(inner):  # a graph loop: grappler would merge identical matmuls written out
+                total += tf.cast(tf.reduce_sum(tf.linalg.matmul(a, b)), tf.float32)
+            return total
+
+        def step():
+            with tf.device(self.tf_device):
+                result = product(a, b)
+            result.numpy()
+            return result
+
+        return step, self.assert_device(step())
+
+    def model(self, workload: str, config: dict):
+        import keras
+        from keras import layers
+
+        if workload == "mnist_cnn":
+            return keras.Sequential([
+                keras.Input((28, 28, 1)), layers.Conv2D(32, 3, activation="relu"),
+                layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(),
+                layers.Dense(128, activation="relu"), layers.Dense(10, dtype="float32"),
+            ])  # fmt: skip
+        if workload == "resnet":
+            return keras_resnet(keras, layers, config)
+        inputs = keras.Input((config["seq"], config["hidden"]))
+        x = inputs
+        for _ in range(config["layers"]):
+            attention = layers.MultiHeadAttention(config["heads"], config["hidden"] // config["heads"])(x, x)
+            x = layers.LayerNormalization(epsilon=1e-5)(x + attention)
+            feed = layers.Dense(config["hidden"])(layers.Dense(config["ffn"], activation="gelu")(x))
+            x = layers.LayerNormalization(epsilon=1e-5)(x + feed)
+        outputs = layers.Dense(2, dtype="float32")(x[:, 0])
+        return keras.Model(inputs, outputs)
+
+    def train_step(self, workload: str, config: dict, precision: str):
+        tf = self.tf
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "amp_bf16" else "float32")
+        with tf.device(self.tf_device):
+            model = self.model(workload, config)
+            x, y = synthetic_batch(workload, config, lambda shape: tf.random.normal(shape, seed=3),
+                                   lambda high, n: tf.random.uniform((n,), 0, high, tf.int32, seed=4),
+                                   channels_last=True)  # fmt: skip
+            optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+            optimizer.build(model.trainable_variables)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def train(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, tf.cast(model(x, training=True), tf.float32))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # noqa: B905 (bare hosts' Python < 3.10)
+            return loss
+
+        def step():
+            with tf.device(self.tf_device):
+                loss = train(x, y)
+            loss.numpy()
+            return loss
+
+        where = self.assert_device(step())
+        self.assert_device(model.trainable_variables[0].value)  # a Keras 3 Variable wraps a tf.Variable
+        return step, where
+
+
+def keras_resnet(keras, layers, config: dict):
+    def block(x, cout: int, stride: int):
+        shortcut = x
+        y = layers.Conv2D(cout, 3, stride, padding="same", use_bias=False)(x)
+        y = layers.ReLU()(layers.BatchNormalization()(y))
+        y = layers.BatchNormalization()(layers.Conv2D(cout, 3, padding="same", use_bias=False)(y))
+        if stride != 1 or x.shape[-1] != cout:
+            shortcut = layers.BatchNormalization()(layers.Conv2D(cout, 1, stride, use_bias=False)(x))
+        return layers.ReLU()(y + shortcut)
+
+    inputs = keras.Input((config["image_size"], config["image_size"], 3))
+    x = layers.Conv2D(64, 7, 2, padding="same", use_bias=False)(inputs)
+    x = layers.MaxPooling2D(3, 2, padding="same")(layers.ReLU()(layers.BatchNormalization()(x)))
+    for index, blocks in enumerate(RESNET_STAGES[config["depth"]]):
+        for b in range(blocks):
+            x = block(x, 64 * 2**index, 2 if b == 0 and index > 0 else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(config["classes"], dtype="float32")(x))
+
+
+BACKENDS = {"torch": TorchBackend, "tensorflow": TensorflowBackend}
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+def cases(workloads: list[str], device: str) -> list[tuple[str, str]]:
+    """(workload, precision) pairs: matmul in fp32 and bf16; training in fp32, plus bf16 autocast on GPU."""
+    found = []
+    for workload in workloads:
+        if workload == "matmul":
+            found += [("matmul", "fp32"), ("matmul", "bf16")]
+        else:
+            found.append((workload, "fp32"))
+            if device == "cuda":
+                found.append((workload, "amp_bf16"))
+    return found
+
+
+def measure(backend, workload: str, precision: str, mode: str, device: str) -> dict:
+    backend.seed()
+    timing = dict(HEAVY_FULL if mode == "full" and workload in ("resnet", "transformer") else TIMING[mode])
+    if workload == "matmul":
+        shape = MATMUL_SHAPE[device]
+        config: dict = {}
+        step, where = backend.matmul(shape["n"], shape["inner"], precision)
+        work = 2 * shape["n"] ** 3 * shape["inner"] / 1e9  # GFLOP per step
+    else:
+        config, shape = CONFIGS[mode][workload], {}
+        step, where = backend.train_step(workload, config, precision)
+        work = config["batch"]
+    times = timed_steps(step, backend.sync, timing)
+    stats = median_spread(times)
+    result = {
+        "workload": workload,
+        "precision": precision,
+        "config": config,
+        "shape": shape,
+        "unit": UNITS[workload],
+        "work_per_step": work,
+        "warmup": timing["warmup"],
+        "steps": len(times),
+        "times_s": [round(t, 6) for t in times],
+        **stats,
+        "throughput": work / stats["median_s"],
+        "device_used": where,
+    }
+    if workload == "transformer":
+        result["tokens_per_s"] = result["throughput"] * config["seq"]
+    if workload == "mnist_cnn":
+        result["epoch_s"] = MNIST_EPOCH / result["throughput"]
+    return result
+
+
+class OtherLoad:
+    """How many tasks of other processes were runnable while this run measured, sampled from /proc every
+    0.25 s: /proc/loadavg counts every runnable task of the machine (also seen from a container), minus this
+    process's own running threads. The load average cannot tell: it includes this run's own threads."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.samples: list[int] = []
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open("/proc/loadavg") as handle:
+                    running = int(handle.read().split()[3].split("/")[0])
+                own = 0
+                for task in os.listdir("/proc/self/task"):
+                    with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/stat") as stat:
+                        own += stat.read().rsplit(")", 1)[1].split()[0] == "R"
+                self.samples.append(max(0, running - own))
+
+    def __enter__(self) -> OtherLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def cpu_times() -> list[int]:
+    """The machine's aggregate CPU times from /proc/stat (user nice system idle iowait irq softirq steal)."""
+    try:
+        with open("/proc/stat") as handle:
+            return [int(v) for v in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_fraction(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two readings (a VM's hidden contention)."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]  # noqa: B905 (bare hosts' Python < 3.10)
+    return delta[7] / sum(delta) if sum(delta) > 0 else None
+
+
+def labstack_revision() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(framework: str, device: str) -> dict:
+    record = {name: probe.run(name) for name in ("system", "cpu", "shm", framework)}
+    if device == "cuda":
+        record["nvml"] = probe.run("nvml")
+    return record
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list (default: all)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--quick", action="store_true", help="smaller models and fewer steps")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: usable CPUs, cgroup-aware)")
+    args = parser.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown or not args.workloads:
+        parser.error(f"unknown workload {', '.join(unknown) or '(none)'}: choose from {', '.join(WORKLOADS)}")
+    return args
+
+
+def now_utc() -> str:
+    # dt.UTC is Python 3.11+; a bare GPU host may have an older Python
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    # The document goes to the real stdout; anything a framework prints there goes to stderr instead.
+    document_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    signal.signal(signal.SIGTERM, _interrupt)
+    mode = "quick" if args.quick else "full"
+    cpu = probe.run("cpu")
+    threads = args.threads or cpu.get("usable_cpus") or os.cpu_count() or 1
+    doc: dict = {
+        "schema": SCHEMA,
+        "framework": args.framework,
+        "device": args.device,
+        "mode": mode,
+        "started": now_utc(),
+        "loadavg_start": list(os.getloadavg()),
+        "labstack_revision": labstack_revision(),
+        "results": [],
+        "errors": [],
+        "interrupted": False,
+    }
+    todo = cases(args.workloads, args.device)
+    code = 0
+    other_load, times_before = OtherLoad(), cpu_times()
+    try:
+        other_load.__enter__()
+        emit("setup", framework=args.framework, total=len(todo))
+        backend = BACKENDS[args.framework](args.device, threads)
+        doc.update(
+            framework_version=probe.run(args.framework).get("version"),
+            device_name=backend.device_name(),
+            threads=backend.threads(),
+            threads_requested=threads,
+            framework_extra=backend.extra(),
+        )
+        for index, (workload, precision) in enumerate(todo):
+            emit("start", workload=workload, precision=precision, index=index, total=len(todo))
+            try:
+                result = measure(backend, workload, precision, mode, args.device)
+            except Exception as err:  # one failed workload is reported; the others still run
+                doc["errors"].append({"workload": workload, "precision": precision, "error": f"{type(err).__name__}: "
+                                      f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"})  # fmt: skip
+                emit("error", workload=workload, precision=precision, index=index, error=doc["errors"][-1]["error"])
+                continue
+            doc["results"].append(result)
+            emit("done", workload=workload, precision=precision, index=index, total=len(todo),
+                 throughput=result["throughput"], unit=result["unit"])  # fmt: skip
+    except DeviceUnusable as err:
+        doc["errors"].append({"workload": None, "precision": None, "error": str(err)})
+        print(f"bench.py: {err}", file=sys.stderr)
+        code = 5
+    except KeyboardInterrupt:
+        doc["interrupted"] = True
+        code = 130
+    other_load.__exit__()
+    doc["other_load"] = other_load.mean()
+    doc["cpu_steal"] = steal_fraction(times_before, cpu_times())
+    doc["finished"] = now_utc()
+    doc["loadavg_end"] = list(os.getloadavg())
+    doc["environment"] = environment(args.framework, args.device)
+    document_out.write(json.dumps(doc) + "\n")
+    document_out.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,106 @@
+"""The benchmark in real containers of the real images (tiny sizes): what bench.py reports is what ran, and
+`invoke benchmark` turns it into JSON, Markdown and a chart. No speed is asserted: figures go in the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from labstack import ROOT, payload
+from labstack.bench.report import NO_REFERENCE
+from labstack.bench.run import Target, bench_arguments, run_in_container
+from labstack.matrix import load_matrix
+
+MATRIX = load_matrix()
+
+
+def test_quick_workload_in_a_container_with_one_cpu(image, client):
+    """With `--cpus 1` the framework runs one thread on the CPU, and says so itself."""
+    events = []
+    target = Target(image, "image", "cpu")  # the CUDA images too: on their CPU, which every host has
+    doc = run_in_container(client, target, bench_arguments(target, ["mnist_cnn"], True), 1.0, 300, events.append)
+    assert doc["errors"] == [] and not doc["interrupted"]
+    assert doc["framework"] == image.framework and doc["framework_version"].startswith(image.version)
+    assert doc["environment"]["cpu"]["usable_cpus"] == 1
+    assert doc["threads"]["intra_op"] == 1
+    (result,) = doc["results"]
+    assert result["workload"] == "mnist_cnn" and result["precision"] == "fp32"
+    assert "cpu" in result["device_used"].lower()
+    assert result["steps"] >= 8 and len(result["times_s"]) == result["steps"]
+    assert result["throughput"] > 0 and result["median_s"] > 0
+    assert [e["event"] for e in events] == ["setup", "start", "done"]
+
+
+@pytest.mark.only("cuda")
+def test_cuda_requested_where_the_framework_sees_no_gpu_exits_5(image, client):
+    command = ["python", payload.in_image("bench"), *bench_arguments(Target(image, "image", "cuda"), ["matmul"], True)]
+    container = client.containers.run(image.ref, command, detach=True, network_mode="none")  # no GPU requested
+    try:
+        code = container.wait(timeout=300)["StatusCode"]
+        doc = json.loads(container.logs(stdout=True, stderr=False))
+    finally:
+        container.remove(force=True)
+    assert code == 5
+    assert doc["results"] == [] and re.search("cannot use CUDA|lists no GPU", doc["errors"][0]["error"])
+
+
+def invoke_benchmark(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "benchmark", "--quick", "--workloads", "mnist_cnn", "--out", str(tmp_path),
+         *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ,
+    )  # fmt: skip
+
+
+RECORDED = ROOT / "tests" / "unit" / "data" / "bench-quick-2cpu.json"
+
+
+@pytest.mark.usefixtures("built")
+def test_invoke_benchmark_writes_json_markdown_and_chart(tmp_path):
+    result = invoke_benchmark(tmp_path, "--compare", str(RECORDED))
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((tmp_path / "benchmark.json").read_text())
+    cpu_images = {i.ref for i in MATRIX.select("all", "cpu")}
+    assert {run["image"] for run in doc["runs"]} == cpu_images
+    assert {(row["framework"], row["workload"]) for row in doc["summary"]} == {
+        (framework, "mnist_cnn") for framework in MATRIX.frameworks
+    }
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "10 epochs of MNIST" in markdown
+    if not list((ROOT / "references").glob("*.json")):
+        assert NO_REFERENCE in markdown
+    assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert "report: " in result.stdout
+    changes = doc["compare"]["changes"]  # the recorded run measured the same size of mnist_cnn
+    assert {(c["framework"], c["workload"]) for c in changes} == {(f, "mnist_cnn") for f in MATRIX.frameworks}
+    assert f"## Compared with {RECORDED}" in markdown
+
+
+def test_asking_for_cuda_without_a_usable_gpu_is_one_line_with_exit_5(client):
+    if not subprocess.run(["sh", "-c", "ls /dev/nvidia0"], capture_output=True).returncode:
+        pytest.skip("this host has a GPU")
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "benchmark", "--variant", "cuda", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("labstack: ")
+
+
+@pytest.mark.usefixtures("built")
+def test_local_runs_the_same_wheels_on_the_host_and_gives_the_container_ratio(tmp_path):
+    result = invoke_benchmark(tmp_path, "--framework", "torch", "--local")
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((tmp_path / "benchmark.json").read_text())
+    local = next(run for run in doc["runs"] if run["where"] == "local")
+    assert local["environment"]["system"]["image_manifest"] is None  # no image around it
+    assert next(r for r in doc["runs"] if r["where"] == "image")["environment"]["system"]["image_manifest"]
+    assert local["framework_version"] == next(r for r in doc["runs"] if r["where"] == "image")["framework_version"]
+    (ratio,) = doc["container_ratios"]
+    assert ratio["workload"] == "mnist_cnn" and ratio["ratio"] > 0
+    assert "## Container overhead" in (tmp_path / "benchmark.md").read_text()

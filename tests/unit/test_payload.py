@@ -1,0 +1,54 @@
+"""The payload has one home: what the images run (and the compose files name) is payload/, at one in-image path."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from labstack import ROOT, payload
+from labstack.build.images import payload_files
+
+COMPOSE_FILES = [*sorted((ROOT / "compose").glob("*.yaml")), ROOT / "compose.yaml"]
+IN_IMAGE_PATH = re.compile(r"/opt/labstack/[\w./-]+")
+
+
+def test_every_in_image_path_in_the_compose_files_is_a_payload_program():
+    named = {path for file in COMPOSE_FILES for path in IN_IMAGE_PATH.findall(file.read_text())}
+    assert named, "the compose services run payload programs"
+    for path in named:
+        program = path.rsplit("/", 1)[1].removesuffix(".py")
+        assert path == payload.in_image(program), f"{path} in a compose file is not where the images hold {program}"
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_the_images_copy_the_payload_to_its_in_image_path(framework):
+    dockerfile = (ROOT / "images" / framework / "Dockerfile").read_text()
+    assert f"COPY payload/ {payload.IN_IMAGE}/" in dockerfile
+    assert f"python {payload.in_image('manifest')}" in dockerfile
+
+
+def test_the_build_context_gets_the_payload_and_nothing_of_the_host():
+    assert set(payload_files()) == {f"{name}.py" for name in payload.programs()}
+    assert not list((ROOT / "scripts").glob("*.py")), "scripts/ holds the host's shell tools only"
+
+
+def test_payload_programs_are_standard_library_plus_the_framework_and_each_other():
+    allowed = set(sys.stdlib_module_names) | set(payload.programs())
+    allowed |= {"torch", "tensorflow", "keras", "numpy", "pynvml"}
+    for name in payload.programs():
+        source = payload.source(name)
+        imported = {m.split(".")[0] for m in re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M)}
+        assert imported <= allowed, (name, imported - allowed)
+
+
+def test_loading_a_program_and_its_importer_gives_one_module():
+    mnist = payload.load("mnist")
+    train = payload.load("train")
+    assert train.mnist is mnist and payload.load("mnist") is mnist
+
+
+def test_a_name_that_is_no_payload_program_is_refused():
+    with pytest.raises(ValueError):
+        payload.in_image("install-docker")

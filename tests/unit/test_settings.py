@@ -1,0 +1,57 @@
+"""A lab's defaults come from invoke's configuration; the older variables still win over the files."""
+
+from __future__ import annotations
+
+import pytest
+
+from labstack import ROOT
+from labstack.errors import LabstackError
+from labstack.settings import DEFAULTS, Settings, export, from_config
+from tests.unit.test_cli import run_invoke
+
+
+def test_without_configuration_the_defaults_hold():
+    assert from_config(None, environ={}) == Settings()
+    assert DEFAULTS["hosts"] == "local://" and DEFAULTS["framework"] == "torch"
+
+
+def test_configuration_then_the_variables_over_it():
+    config = {"repository": "lab.example:5000/labstack", "cache": "/srv/cache", "hosts": "ssh://lab@gpu1"}
+    assert from_config(config, environ={}).repository == "lab.example:5000/labstack"
+    settings = from_config(config, environ={"LABSTACK_REPOSITORY": "mine", "LABSTACK_CACHE": ""})
+    assert (settings.repository, settings.cache, settings.hosts) == ("mine", "/srv/cache", "ssh://lab@gpu1")
+
+
+@pytest.mark.parametrize(
+    ("config", "words"), [({"host": "x"}, "unknown setting labstack.host"), ({"hosts": 3}, "text")]
+)
+def test_a_wrong_setting_is_bad_input(config, words):
+    with pytest.raises(LabstackError) as err:
+        from_config(config, environ={})
+    assert err.value.code == 2 and words in str(err.value)
+
+
+def test_the_namespace_and_cache_are_exported_for_the_library_and_its_child_processes():
+    environ: dict[str, str] = {}
+    export(Settings(repository="labtest", cache="/tmp/c"), environ)
+    assert environ == {"LABSTACK_REPOSITORY": "labtest", "LABSTACK_CACHE": "/tmp/c"}
+
+
+def test_the_example_file_names_every_setting():
+    example = (ROOT / "invoke.example.yaml").read_text()
+    for key in DEFAULTS:
+        assert f"  {key}:" in example
+
+
+def test_a_configured_host_is_what_validate_checks(tmp_path):
+    config = tmp_path / "lab.yaml"
+    config.write_text("labstack:\n  hosts: ssh://-oProxyCommand=true\n")
+    result = run_invoke("-f", str(config), "validate", "--image", "none")
+    assert result.returncode == 2 and "bad host 'ssh://-oProxyCommand=true'" in result.stderr, result.stderr
+
+
+def test_a_configured_framework_is_the_default_of_the_one_framework_tasks(tmp_path):
+    config = tmp_path / "lab.yaml"
+    config.write_text("labstack:\n  framework: jax\n")
+    result = run_invoke("-f", str(config), "up-cpu")
+    assert result.returncode == 2 and "unknown framework jax" in result.stderr, result.stderr
