@@ -30,36 +30,24 @@ import sys
 import threading
 import time
 
-import probe  # the payload's probes, beside this file
+import probe  # the payload's probes and workload table, beside this file
+from workloads import MNIST_EPOCH
+from workloads import WORKLOADS as WORKLOAD_TABLE
 
 SCHEMA = "labstack-bench-run/1"
 FRAMEWORKS = ("torch", "tensorflow")
-WORKLOADS = ("matmul", "mnist_cnn", "resnet", "transformer")
+WORKLOADS = tuple(WORKLOAD_TABLE)
 DEVICES = ("cpu", "cuda")
-MNIST_EPOCH = 60_000  # training images in one MNIST epoch
-
-# The workload definitions. A config is what must be equal for two results to be compared (a GPU reference is
-# matched to a CPU result by it); matmul is compared by GFLOP/s, so its size lives in `shape`, per device.
-CONFIGS = {
-    "quick": {
-        "mnist_cnn": {"batch": 128},
-        "resnet": {"depth": 18, "image_size": 112, "batch": 16, "classes": 1000},
-        "transformer": {"layers": 4, "hidden": 384, "heads": 6, "ffn": 1536, "seq": 128, "batch": 8},
-    },
-    "full": {
-        "mnist_cnn": {"batch": 128},
-        "resnet": {"depth": 18, "image_size": 224, "batch": 32, "classes": 1000},
-        "transformer": {"layers": 12, "hidden": 768, "heads": 12, "ffn": 3072, "seq": 128, "batch": 8},
-    },
-}
-MATMUL_SHAPE = {"cpu": {"n": 2048, "inner": 1}, "cuda": {"n": 8192, "inner": 10}}
+CONFIGS = {mode: {w: spec["sizes"][mode] for w, spec in WORKLOAD_TABLE.items() if w != "matmul"} for mode in
+           ("quick", "full")}  # fmt: skip
+MATMUL_SHAPE = WORKLOAD_TABLE["matmul"]["shape"]
 # warm-up steps (not counted), then at least min_steps and min_seconds of timed steps, at most max_seconds.
 TIMING = {
     "quick": {"warmup": 2, "min_steps": 8, "min_seconds": 2.5, "max_seconds": 20.0},
     "full": {"warmup": 5, "min_steps": 20, "min_seconds": 8.0, "max_seconds": 90.0},
 }
 HEAVY_FULL = {"warmup": 2, "min_steps": 6, "min_seconds": 8.0, "max_seconds": 120.0}  # resnet/transformer, full
-UNITS = {"matmul": "GFLOP/s", "mnist_cnn": "samples/s", "resnet": "images/s", "transformer": "sequences/s"}
+UNITS = {w: spec["unit"] for w, spec in WORKLOAD_TABLE.items()}
 RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
@@ -322,6 +310,17 @@ class TensorflowBackend:
             raise AssertionError(f"tensorflow ran on {placed}, not {expected}")
         return placed
 
+    def fetched_step(self, compiled, *args):
+        """A step that runs `compiled` on the device and fetches its result, which waits for the device."""
+
+        def step():
+            with self.tf.device(self.tf_device):
+                result = compiled(*args)
+            result.numpy()
+            return result
+
+        return step
+
     def seed(self) -> None:
         import keras
 
@@ -341,12 +340,7 @@ class TensorflowBackend:
                 total += tf.cast(tf.reduce_sum(tf.linalg.matmul(a, b)), tf.float32)
             return total
 
-        def step():
-            with tf.device(self.tf_device):
-                result = product(a, b)
-            result.numpy()
-            return result
-
+        step = self.fetched_step(product, a, b)
         return step, self.assert_device(step())
 
     def model(self, workload: str, config: dict):
@@ -393,12 +387,7 @@ class TensorflowBackend:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))  # noqa: B905 (bare hosts' Python < 3.10)
             return loss
 
-        def step():
-            with tf.device(self.tf_device):
-                loss = train(x, y)
-            loss.numpy()
-            return loss
-
+        step = self.fetched_step(train, x, y)
         where = self.assert_device(step())
         self.assert_device(model.trainable_variables[0].value)  # a Keras 3 Variable wraps a tf.Variable
         return step, where

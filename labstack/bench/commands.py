@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labstack.bench.run import BenchOptions, parse_cpus, print_outcome, run_benchmark
+from labstack.bench.run import BenchOptions, parse_cpus, run_benchmark
 
 
 def benchmark(
@@ -16,5 +16,6 @@ def benchmark(
     out: str | None = None,
     cpus: str | None = None,
 ) -> None:
-    options = BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))
-    print_outcome(run_benchmark(options))
+    run_benchmark(
+        BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))
+    )

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import docker.errors
@@ -19,8 +19,9 @@ import docker.types
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from labstack import payload
-from labstack.bench.report import NO_REFERENCE, verdicts, write_report
-from labstack.bench.stats import compare, container_ratios, load_references, load_run_documents, summarise
+from labstack.bench.report import write_report
+from labstack.bench.results import REPORT_SCHEMA, load_document, load_references, read_document
+from labstack.bench.verdict import NO_REFERENCE, Analysis, analyse
 from labstack.build.images import build_images
 from labstack.build.lock import read_lock
 from labstack.build.wheelhouse import ensure_wheels, wheelhouse_dir
@@ -35,7 +36,7 @@ RUN_TIMEOUT = {"quick": 600, "full": 1800}  # seconds for one framework's run, s
 
 
 def choose_workloads(value: str) -> list[str]:
-    return list(choose("workload", value, payload.load("bench").WORKLOADS))
+    return list(choose("workload", value, payload.load("workloads").WORKLOADS))
 
 
 @dataclass(frozen=True)
@@ -278,36 +279,22 @@ def write_json(doc: dict, out_dir: Path) -> Path:
     return path
 
 
-def run_benchmark(options: BenchOptions) -> dict:
-    """Everything `invoke benchmark` does; returns the JSON document (also written to the out directory)."""
-    matrix = load_matrix()
+def check_options(options: BenchOptions) -> list[str]:
+    """Every option checked before Docker is needed; returns the workloads."""
     workloads = choose_workloads(options.workloads)
-    matrix.select(options.framework, "cpu" if options.variant == "auto" else options.variant)  # names checked
+    load_matrix().select(options.framework, "cpu" if options.variant == "auto" else options.variant)
     if options.repeat < 1:
         raise BadInput(f"--repeat {options.repeat}: give 1 or more")
     if options.cpus is not None and options.cpus <= 0:
         raise BadInput(f"--cpus {options.cpus}: give a positive number of CPUs")
-    old = load_run_documents(Path(options.compare), "--compare file") if options.compare else None
-    client = connect()
-    images = select_images(matrix, options, client)
-    build_images(matrix, images)  # cached layers: seconds when the images exist; builds them when missing
+    return workloads
 
-    now = dt.datetime.now(dt.UTC)
-    out_dir = Path(options.out) if options.out else default_out_dir(now)
-    mode = "quick" if options.quick else "full"
-    doc: dict = {
-        "schema": "labstack-benchmark/1",
-        "created": now.isoformat(timespec="seconds"),
-        "mode": mode,
-        "workloads": workloads,
-        "repeat": options.repeat,
-        "cpus_limit": options.cpus,
-        "host": host_record(),
-        "runs": [],
-        "interrupted": False,
-    }
-    targets = plan_targets(images, options.local)
-    timeout = RUN_TIMEOUT[mode]
+
+def measure(client, matrix: Matrix, targets: list[Target], options: BenchOptions, doc: dict, out_dir: Path) -> None:
+    """Run every target (`repeat` times), appending each run to `doc` and writing it as soon as it is there;
+    an interrupt keeps what was measured and marks the document."""
+    args_of = {t: bench_arguments(t, doc["workloads"], options.quick) for t in targets}
+    timeout = RUN_TIMEOUT[doc["mode"]]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, transient=False) as progress:
@@ -321,16 +308,14 @@ def run_benchmark(options: BenchOptions) -> dict:
                         if kind == "setup":
                             progress.update(task, total=event["total"], description=f"{name}: loading framework")
                         elif kind == "start":
-                            what = f"{event['workload']} {event['precision']}"
-                            progress.update(task, description=f"{name}: {what}")
+                            progress.update(task, description=f"{name}: {event['workload']} {event['precision']}")
                         elif kind in ("done", "error"):
                             progress.advance(task)
 
-                    args = bench_arguments(target, workloads, options.quick)
                     if target.where == "image":
-                        run = run_in_container(client, target, args, options.cpus, timeout, on_event)
+                        run = run_in_container(client, target, args_of[target], options.cpus, timeout, on_event)
                     else:
-                        run = run_local(target, matrix, args, timeout, on_event)
+                        run = run_local(target, matrix, args_of[target], timeout, on_event)
                     run.update(where=target.where, image=target.image.ref, repeat_index=repeat)
                     progress.update(task, description=f"{name}: done")
                     doc["runs"].append(run)
@@ -341,17 +326,44 @@ def run_benchmark(options: BenchOptions) -> dict:
         doc["interrupted"] = True
     except KeyboardInterrupt:  # between runs: everything finished so far is already in doc
         doc["interrupted"] = True
-    doc["summary"] = summarise(doc["runs"])
-    doc["container_ratios"] = container_ratios(doc["summary"])
-    if old:
-        doc["compare"] = {"file": str(options.compare), "changes": compare(old.get("summary") or summarise(
-            old.get("runs", [old])), doc["summary"])}  # fmt: skip
-    json_path = write_json(doc, out_dir)
-    paths = write_report(doc, out_dir)
-    doc["outputs"] = [str(json_path), *map(str, paths)]
+
+
+def run_benchmark(options: BenchOptions) -> Analysis:
+    """Everything `invoke benchmark` does: the runs, then benchmark.json, the report and the chart, all from one
+    analysis of the document."""
+    workloads = check_options(options)
+    earlier = load_document(Path(options.compare), "--compare file") if options.compare else None
+    matrix = load_matrix()
+    client = connect()
+    images = select_images(matrix, options, client)
+    build_images(matrix, images)  # cached layers: seconds when the images exist; builds them when missing
+
+    now = dt.datetime.now(dt.UTC)
+    out_dir = Path(options.out) if options.out else default_out_dir(now)
+    doc: dict = {
+        "schema": REPORT_SCHEMA,
+        "created": now.isoformat(timespec="seconds"),
+        "mode": "quick" if options.quick else "full",
+        "workloads": workloads,
+        "repeat": options.repeat,
+        "cpus_limit": options.cpus,
+        "host": host_record(),
+        "runs": [],
+        "interrupted": False,
+    }
+    measure(client, matrix, plan_targets(images, options.local), options, doc, out_dir)
+    if options.compare:
+        doc["compare"] = {"file": str(options.compare)}
+    analysis = analyse(read_document(doc), load_references(), earlier)
+    doc["summary"] = [asdict(row) for row in analysis.rows]
+    doc["container_ratios"] = analysis.ratios
+    if analysis.changes is not None:
+        doc["compare"]["changes"] = analysis.changes
+    outputs = [write_json(doc, out_dir), *write_report(analysis, out_dir)]
     if doc["interrupted"]:
         raise LabstackError(f"interrupted: the results measured so far are in {out_dir}", code=ExitCode.INTERRUPTED)
-    return doc
+    print_outcome(analysis, outputs)
+    return analysis
 
 
 def parse_cpus(value) -> float | None:
@@ -363,11 +375,10 @@ def parse_cpus(value) -> float | None:
         raise BadInput(f"--cpus {value}: give a number of CPUs, e.g. 1 or 1.5") from None
 
 
-def print_outcome(doc: dict) -> None:
+def print_outcome(analysis: Analysis, outputs: list[Path]) -> None:
     """The verdicts on the terminal, then where the full report is."""
-    paragraphs = verdicts(doc["summary"], load_references(), doc["runs"])
-    for workload, paragraph in paragraphs.items():
+    for workload, paragraph in analysis.verdicts.items():
         print(f"\n{workload}: {paragraph.replace(NO_REFERENCE, '(No GPU reference yet.)')}")
-    if any(NO_REFERENCE in p for p in paragraphs.values()):
+    if any(NO_REFERENCE in p for p in analysis.verdicts.values()):
         print(f"\n{NO_REFERENCE}")
-    print("\nreport: " + ", ".join(doc["outputs"]))
+    print("\nreport: " + ", ".join(map(str, outputs)))

@@ -1,19 +1,13 @@
-"""The arithmetic of `invoke benchmark`, as pure functions of the recorded JSON: peaks, statistics over
-repeated runs, container/bare-host ratios, GPU references and regressions."""
+"""The arithmetic of `invoke benchmark`, as pure functions of the typed records (labstack.bench.results): peaks,
+statistics over repeated runs, container/bare-host ratios and changes against an earlier run."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
-from labstack import ROOT
-from labstack.errors import BadInput
+from labstack.bench.results import Run
 
-REFERENCES_DIR = ROOT / "references"
-RUN_SCHEMA = "labstack-bench-run/1"
-REPORT_SCHEMA = "labstack-benchmark/1"
 AMD = "AuthenticAMD"
 ZEN4_FAMILY = 0x19  # Zen 3 has no AVX-512, so family 0x19 with avx512f is Zen 4
 ZEN5_FAMILY = 0x1A
@@ -78,23 +72,16 @@ class CpuPeak:
         )
 
 
-def cpu_details(environment: dict) -> dict:
-    """Vendor, family and physical cores: in the cpu probe's record; runs recorded before the probe had them
-    carry them in a separate `cpu_details` record."""
-    return environment.get("cpu_details") or environment.get("cpu") or {}
-
-
-def cpu_peak(environment: dict) -> CpuPeak | None:
-    """Peak of the CPUs this run could use: cores (the cgroup quota, and never more than the physical cores
-    they sit on, so SMT siblings are not counted twice) x clock x FLOPs/cycle. None without a clock."""
-    cpu = environment.get("cpu") or {}
-    details = cpu_details(environment)
+def cpu_peak(cpu: dict) -> CpuPeak | None:
+    """Peak of the CPUs a run could use (the cpu probe's record): cores (the cgroup quota, and never more than the
+    physical cores they sit on, so SMT siblings are not counted twice) x clock x FLOPs/cycle. None without a
+    clock."""
     if not cpu.get("max_clock_mhz") or not cpu.get("usable_cpus"):
         return None
     cores = cpu["usable_cpus"]
-    if details.get("physical_cores"):
-        cores = min(cores, details["physical_cores"])
-    path = cpu_isa_path(cpu.get("isa") or [], details.get("vendor_id"), details.get("cpu_family"))
+    if cpu.get("physical_cores"):
+        cores = min(cores, cpu["physical_cores"])
+    path = cpu_isa_path(cpu.get("isa") or [], cpu.get("vendor_id"), cpu.get("cpu_family"))
     return CpuPeak(cores, float(cpu["max_clock_mhz"]), cpu.get("clock_source", "unknown"), path)
 
 
@@ -127,10 +114,10 @@ def gpu_peak_gflops(name: str | None, precision: str) -> float | None:
     return None
 
 
-def peak_gflops(run: dict, precision: str) -> float | None:
-    if run.get("device") == "cuda":
-        return gpu_peak_gflops(run.get("device_name"), precision)
-    peak = cpu_peak(run.get("environment") or {})
+def peak_gflops(run: Run, precision: str) -> float | None:
+    if run.device == "cuda":
+        return gpu_peak_gflops(run.device_name, precision)
+    peak = cpu_peak(run.cpu)
     return peak.gflops(precision) if peak else None
 
 
@@ -144,152 +131,118 @@ def spread(values: list[float]) -> float | None:
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def result_key(run: dict, result: dict) -> tuple[str, str, str, str, str]:
-    return (run["framework"], run.get("where", "local"), run["device"], result["workload"], result["precision"])
+@dataclass(frozen=True)
+class Row:
+    """One (framework, where, device, workload, precision) of a benchmark: the median over repeated runs of each
+    run's median throughput, the run-to-run spread of those medians, and for matmul the fraction of the peak."""
+
+    framework: str
+    framework_version: str | None
+    where: str
+    image: str | None
+    device: str
+    device_name: str | None
+    workload: str
+    precision: str
+    config: dict
+    unit: str
+    throughput: float
+    runs: int
+    run_spread: float | None
+    step_spread_iqr: float
+    threads: int | None
+    usable_cpus: int | None
+    epoch_s: float | None = None
+    tokens_per_s: float | None = None
+    peak_gflops: float | None = None
+    fraction_of_peak: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.framework, self.where, self.device, self.workload, self.precision)
+
+    @property
+    def noise(self) -> float:
+        """The measured noise: the run-to-run spread when repeated, else the steps' IQR / median."""
+        return self.run_spread if self.run_spread is not None else self.step_spread_iqr or 0.0
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (framework, where, device, workload, precision): the median over repeated runs of each run's
-    median throughput, the run-to-run spread of those medians, and the achieved fraction of the peak."""
-    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+def summarise(runs: list[Run] | tuple[Run, ...]) -> list[Row]:
+    groups: dict[tuple, list[tuple[Run, object]]] = {}
     for run in runs:
-        for result in run.get("results", []):
-            groups.setdefault(result_key(run, result), []).append((run, result))
+        for result in run.results:
+            key = (run.framework, run.where, run.device, result.workload, result.precision)
+            groups.setdefault(key, []).append((run, result))
     rows = []
-    for key, members in groups.items():
-        framework, where, device, workload, precision = key
+    for (framework, where, device, workload, precision), members in groups.items():
         run, first = members[0]
-        medians = [r["throughput"] for _, r in members]
-        row = {
-            "framework": framework,
-            "framework_version": run.get("framework_version"),
-            "where": where,
-            "image": run.get("image"),
-            "device": device,
-            "device_name": run.get("device_name"),
-            "workload": workload,
-            "precision": precision,
-            "config": first.get("config", {}),
-            "unit": first["unit"],
-            "throughput": statistics.median(medians),
-            "runs": len(medians),
-            "run_spread": spread(medians),
-            "step_spread_iqr": statistics.median(r["spread_iqr"] for _, r in members),
-            "threads": (run.get("threads") or {}).get("intra_op"),
-            "usable_cpus": ((run.get("environment") or {}).get("cpu") or {}).get("usable_cpus"),
-        }
-        if workload == "transformer":
-            row["tokens_per_s"] = row["throughput"] * row["config"]["seq"]
-        if workload == "mnist_cnn":
-            row["epoch_s"] = statistics.median(r["epoch_s"] for _, r in members)
-        if workload == "matmul":
-            peak = peak_gflops(run, precision)
-            row["peak_gflops"] = peak
-            row["fraction_of_peak"] = row["throughput"] / peak if peak else None
-        rows.append(row)
+        medians = [r.throughput for _, r in members]
+        epochs = [r.epoch_s for _, r in members if r.epoch_s is not None]
+        peak = peak_gflops(run, precision) if workload == "matmul" else None
+        throughput = statistics.median(medians)
+        rows.append(
+            Row(
+                framework=framework,
+                framework_version=run.framework_version,
+                where=where,
+                image=run.image,
+                device=device,
+                device_name=run.device_name,
+                workload=workload,
+                precision=precision,
+                config=first.config,
+                unit=first.unit,
+                throughput=throughput,
+                runs=len(medians),
+                run_spread=spread(medians),
+                step_spread_iqr=statistics.median(r.spread_iqr for _, r in members),
+                threads=run.threads.get("intra_op"),
+                usable_cpus=run.usable_cpus,
+                epoch_s=statistics.median(epochs) if epochs else None,
+                tokens_per_s=throughput * first.config["seq"] if workload == "transformer" else None,
+                peak_gflops=peak,
+                fraction_of_peak=throughput / peak if peak else None,
+            )
+        )
     return rows
 
 
-def noise(row: dict) -> float:
-    """The measured noise of a row: the run-to-run spread when repeated, else the steps' IQR / median."""
-    return row["run_spread"] if row.get("run_spread") is not None else row.get("step_spread_iqr") or 0.0
-
-
-def container_ratios(rows: list[dict]) -> list[dict]:
+def container_ratios(rows: list[Row]) -> list[dict]:
     """In-container / bare-host throughput for each workload measured both ways in the same run."""
-    local = {(r["framework"], r["device"], r["workload"], r["precision"]): r for r in rows if r["where"] == "local"}
+    local = {(r.framework, r.device, r.workload, r.precision): r for r in rows if r.where == "local"}
     ratios = []
     for row in rows:
-        bare = local.get((row["framework"], row["device"], row["workload"], row["precision"]))
-        if row["where"] == "image" and bare:
+        bare = local.get((row.framework, row.device, row.workload, row.precision))
+        if row.where == "image" and bare:
             ratios.append(
                 {
-                    "framework": row["framework"],
-                    "device": row["device"],
-                    "workload": row["workload"],
-                    "precision": row["precision"],
-                    "image": row["throughput"],
-                    "local": bare["throughput"],
-                    "ratio": row["throughput"] / bare["throughput"],
-                    "noise": max(noise(row), noise(bare)),
+                    "framework": row.framework,
+                    "device": row.device,
+                    "workload": row.workload,
+                    "precision": row.precision,
+                    "image": row.throughput,
+                    "local": bare.throughput,
+                    "ratio": row.throughput / bare.throughput,
+                    "noise": max(row.noise, bare.noise),
                 }
             )
     return ratios
 
 
-def row_id(row: dict) -> tuple:
-    return (row["framework"], row["where"], row["device"], row["workload"], row["precision"])
-
-
-def compare(old_rows: list[dict], new_rows: list[dict]) -> list[dict]:
+def compare(old_rows: list[Row], new_rows: list[Row]) -> list[dict]:
     """Each row measured in both: the change of throughput, flagged a regression (or improvement) only when it
     is larger than the noise measured in either run."""
-    old = {row_id(r): r for r in old_rows}
+    old = {r.key: r for r in old_rows}
     changes = []
     for row in new_rows:
-        before = old.get(row_id(row))
-        if not before or before["unit"] != row["unit"] or before.get("config") != row.get("config"):
+        before = old.get(row.key)
+        if not before or before.unit != row.unit or before.config != row.config:
             continue
-        change = row["throughput"] / before["throughput"] - 1
-        threshold = max(noise(before), noise(row))
+        change = row.throughput / before.throughput - 1
+        threshold = max(before.noise, row.noise)
         status = "regression" if change < -threshold else "improvement" if change > threshold else "within noise"
-        changes.append({**{k: row[k] for k in ("framework", "where", "device", "workload", "precision", "unit")},
-                        "old": before["throughput"], "new": row["throughput"], "change": change,
-                        "noise": threshold, "status": status})  # fmt: skip
+        changes.append({"framework": row.framework, "where": row.where, "device": row.device,
+                        "workload": row.workload, "precision": row.precision, "unit": row.unit,
+                        "old": before.throughput, "new": row.throughput, "change": change, "noise": threshold,
+                        "status": status})  # fmt: skip
     return changes
-
-
-# -------------------------------------------------------------------------------------------- references
-
-
-def load_run_documents(path: Path, what: str) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{what} {path} does not exist") from None
-    except (OSError, ValueError) as err:
-        raise BadInput(f"{what} {path} is not a labstack benchmark JSON: {err}") from None
-    if not isinstance(doc, dict) or doc.get("schema") not in (RUN_SCHEMA, REPORT_SCHEMA):
-        raise BadInput(f"{what} {path} is not a labstack benchmark JSON (no known 'schema')")
-    return doc
-
-
-def load_references(directory: Path = REFERENCES_DIR) -> list[dict]:
-    """The committed GPU reference runs (bench.py documents measured with --device cuda), each with its file."""
-    references = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        doc = load_run_documents(path, "reference")
-        for run in doc.get("runs", [doc]):
-            if run.get("device") == "cuda" and run.get("results"):
-                references.append({**run, "where": run.get("where", "local"), "reference_file": path.name})
-    return references
-
-
-def with_own_gpu(runs: list[dict], references: list[dict]) -> list[dict]:
-    """This run's own GPU results, when it had a GPU, ahead of the committed references."""
-    own = [{**run, "own": True} for run in runs if run.get("device") == "cuda" and run.get("results")]
-    return own + references
-
-
-def find_reference(row: dict, references: list[dict]) -> dict | None:
-    """The newest reference result of the same workload and config: the same framework if one exists, else
-    the other framework's; this machine's own GPU (a run marked 'own') before a committed reference.
-    Returns {'run', 'fp32', 'amp', 'same_framework'} (the results for plain and mixed precision)."""
-    matches = []
-    for run in references:
-        for result in run["results"]:
-            if result["workload"] == row["workload"] and result.get("config", {}) == row.get("config", {}):
-                matches.append((run["framework"] == row["framework"], run.get("started", ""), run, result))
-    if not matches:
-        return None
-    same_framework, _, run, _ = max(matches, key=lambda m: (m[0], bool(m[2].get("own")), m[1]))
-    chosen = [m[3] for m in matches if m[2] is run]
-    if row["workload"] == "matmul":
-        plain = next((r for r in chosen if r["precision"] == row["precision"]), None)
-        mixed = None
-    else:
-        plain = next((r for r in chosen if r["precision"] == "fp32"), None)
-        mixed = next((r for r in chosen if r["precision"] == "amp_bf16"), None)
-    if not plain and not mixed:
-        return None
-    return {"run": run, "fp32": plain, "amp": mixed, "same_framework": same_framework}

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from labstack import ROOT, payload
-from labstack.bench.report import NO_REFERENCE
 from labstack.bench.run import Target, bench_arguments, run_in_container
+from labstack.bench.verdict import NO_REFERENCE
 from labstack.matrix import load_matrix
 
 MATRIX = load_matrix()

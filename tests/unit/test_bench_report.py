@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labstack.bench.report import NO_REFERENCE, render_chart, render_markdown, verdicts, write_report
-from labstack.bench.stats import summarise
+from labstack.bench.report import render_chart, render_markdown, write_report
+from labstack.bench.results import read_document, read_run
+from labstack.bench.verdict import NO_REFERENCE, analyse
 
 RECORDED = Path(__file__).parent / "data" / "bench-quick-2cpu.json"
 
@@ -18,6 +19,15 @@ RECORDED = Path(__file__).parent / "data" / "bench-quick-2cpu.json"
 @pytest.fixture
 def doc():
     return json.loads(RECORDED.read_text())
+
+
+def analysis(doc, references=(), earlier=None):
+    return analyse(read_document(doc), [read_run(r, reference_file=r.get("reference_file")) for r in references],
+                   earlier)  # fmt: skip
+
+
+def markdown(doc, references=()):
+    return render_markdown(analysis(doc, references))
 
 
 def gpu_reference(doc, mnist=30_000.0):
@@ -38,16 +48,17 @@ def gpu_reference(doc, mnist=30_000.0):
 
 
 def test_without_a_reference_the_report_says_so_and_gives_no_gpu_figure(doc):
-    text = render_markdown(doc, references=[])
+    text = markdown(doc)
     assert text.count(NO_REFERENCE) == 4  # one per workload
     assert "would make this" not in text and "H100" not in text
     assert "| torch 2.13.0+cpu | container | cpu | mnist_cnn | fp32 | batch 128 |" in text
 
 
 def test_a_reference_gives_the_speedup_and_the_mnist_epochs(doc):
-    mnist = verdicts(summarise(doc["runs"]), [gpu_reference(doc)], doc["runs"])["mnist_cnn"]
-    torch_cpu = next(r for r in summarise(doc["runs"]) if r["workload"] == "mnist_cnn" and r["framework"] == "torch")
-    speedup = 60_000.0 / torch_cpu["throughput"]
+    found = analysis(doc, [gpu_reference(doc)])
+    mnist = found.verdicts["mnist_cnn"]
+    torch_cpu = next(r for r in found.rows if r.workload == "mnist_cnn" and r.framework == "torch")
+    speedup = 60_000.0 / torch_cpu.throughput
     assert f"a GPU would make this x{speedup:.1f} faster" in mnist
     assert "reference NVIDIA H100 80GB HBM3" in mnist and "measured on 2026-11-20" in mnist
     assert "10 epochs of MNIST: 4 min here vs 10 s there" in mnist
@@ -56,40 +67,44 @@ def test_a_reference_gives_the_speedup_and_the_mnist_epochs(doc):
 
 
 def test_matmul_below_70_percent_says_why(doc):
-    matmul = verdicts(summarise(doc["runs"]), [], doc["runs"])["matmul"]
+    matmul = analysis(doc).verdicts["matmul"]
     assert "torch fp32 is below 70% of the peak" in matmul
     assert "limit is torch's GEMM library (mkl)" in matmul
     assert "cores run faster than the clock that was read" in matmul  # tensorflow beat the computed peak
 
 
 def test_a_busy_machine_is_called_contended(doc):
-    assert "contended" not in render_markdown(doc, references=[])
+    assert "contended" not in markdown(doc)
     busy = copy.deepcopy(doc)
     busy["runs"][0]["loadavg_start"] = [3.0, 2.0, 1.0]
-    assert "figures are contended" in render_markdown(busy, references=[])
+    assert "figures are contended" in markdown(busy)
 
 
 def test_interrupted_runs_are_marked(doc):
     doc["interrupted"] = True
-    assert render_markdown(doc, references=[]).count("**Interrupted**") == 1
+    assert markdown(doc).count("**Interrupted**") == 1
 
 
 def test_compare_section_flags_regressions(doc):
-    doc["compare"] = {"file": "old.json", "changes": [{"framework": "torch", "where": "image", "device": "cpu",
-                      "workload": "resnet", "precision": "fp32", "unit": "images/s", "old": 300.0, "new": 250.0,
-                      "change": -1 / 6, "noise": 0.03, "status": "regression"}]}  # fmt: skip
-    text = render_markdown(doc, references=[])
-    assert "| torch | image | resnet | fp32 | 300 | 250 | -16.7% | 3.0% | **REGRESSION** |" in text
+    earlier = copy.deepcopy(doc)
+    resnet = next(r for r in earlier["runs"][0]["results"] if r["workload"] == "resnet")
+    before = resnet["throughput"]
+    resnet["throughput"] = before * 1.2
+    doc["compare"] = {"file": "old.json"}
+    text = render_markdown(analysis(doc, earlier=read_document(earlier)))
+    assert "## Compared with old.json" in text
+    assert f"| torch | image | resnet | fp32 | {before * 1.2:.3g} | {before:.3g} | -16.7% |" in text
+    assert "**REGRESSION** |" in text
 
 
 def test_chart_and_markdown_are_written(doc, tmp_path):
-    markdown, chart = write_report(doc, tmp_path, references=[gpu_reference(doc)])
+    page, chart = write_report(analysis(doc, [gpu_reference(doc)]), tmp_path)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
-    assert "![throughput per workload](benchmark.png)" in markdown.read_text()
+    assert "![throughput per workload](benchmark.png)" in page.read_text()
 
 
 def test_chart_without_reference(doc, tmp_path):
-    path = render_chart(doc, [], tmp_path / "chart.png")
+    path = render_chart(analysis(doc), tmp_path / "chart.png")
     assert path.stat().st_size > 10_000
 
 
@@ -97,14 +112,15 @@ def test_contention_is_judged_from_other_processes_not_from_the_runs_own_load(do
     for run in doc["runs"]:
         run["loadavg_start"] = [2.0, 2.0, 2.0]  # the previous run's own threads, still in the average
         run["other_load"] = 0.1
-    assert "contended" not in render_markdown(doc, references=[])
+    assert "contended" not in markdown(doc)
     doc["runs"][1]["other_load"] = 1.0  # one other busy process on this 2-CPU machine
-    assert "other processes kept on average up to 1.0 tasks runnable" in render_markdown(doc, references=[])
+    assert "other processes kept on average up to 1.0 tasks runnable" in markdown(doc)
 
 
 def test_this_machines_own_gpu_comes_before_a_committed_reference(doc):
     own = {**gpu_reference(doc, mnist=12_000.0), "started": "2026-11-01T00:00:00+00:00"}
     own.pop("reference_file")
-    mnist = verdicts(summarise(doc["runs"]), [gpu_reference(doc)], [*doc["runs"], own])["mnist_cnn"]
+    doc["runs"].append(own)
+    mnist = analysis(doc, [gpu_reference(doc)]).verdicts["mnist_cnn"]
     assert "your GPU, NVIDIA H100 80GB HBM3: 12,000 samples/s" in mnist
     assert "reference NVIDIA" not in mnist
