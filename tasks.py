@@ -3,17 +3,12 @@ the lab's defaults come from invoke's configuration (invoke.example.yaml shows e
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from invoke import Collection, Exit, task
 
-from labstack import ROOT
 from labstack.bench import commands as bench
 from labstack.build import commands as build_
-from labstack.cli import one_line_errors, settings
+from labstack.cli import one_line_errors, run_tests, settings
 from labstack.compose import commands as compose
-from labstack.matrix import VARIANTS, choose
 from labstack.settings import DEFAULTS
 from labstack.validate import commands as validate_
 
@@ -107,11 +102,7 @@ def validate(c, image=None, hosts=None, gpu="auto", out="reports/validate", jobs
 @one_line_errors
 def test(c, unit=False, variant="all"):
     """Run the test suite: unit tests, then the shipped checks and the build, bench and e2e tests on real images."""
-    variants = ",".join(choose("variant", variant, VARIANTS))  # checked here: nothing unchecked reaches pytest
-    paths = ["tests/unit"] if unit else ["tests", "labstack/validate/checks"]
-    command = [sys.executable, "-m", "pytest", *paths, "--variant", variants]
-    print("$ " + " ".join(command), flush=True)
-    code = subprocess.run(command, cwd=ROOT, check=False).returncode
+    code = run_tests(unit, variant)
     if code:
         raise Exit(code=code)
 

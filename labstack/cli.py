@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import subprocess
+import sys
 
 from invoke import Exit
 
-from labstack.errors import ExitCode, LabstackError
+from labstack import ROOT
+from labstack.errors import ExitCode, LabstackError, Terminated
+from labstack.matrix import VARIANTS, choose
 from labstack.settings import Settings, export, from_config
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (timeout, systemd, Slurm, docker stop), handled like Ctrl-C: what is measured so far is kept."""
 
 
 def _terminate(signum, frame):
@@ -53,3 +53,13 @@ def one_line_errors(body):
             raise Exit("labstack: interrupted", code=ExitCode.INTERRUPTED) from None
 
     return wrapper
+
+
+def run_tests(unit: bool, variant: str) -> int:
+    """`invoke test`: pytest on the unit tests, or on everything (the developers' tests and the shipped checks)
+    with the images of `variant` built once. Every argument is checked or fixed: nothing reaches a shell."""
+    variants = ",".join(choose("variant", variant, VARIANTS))
+    paths = ["tests/unit"] if unit else ["tests", "labstack/validate/checks"]
+    command = [sys.executable, "-m", "pytest", *paths, "--variant", variants]
+    print("$ " + " ".join(command), flush=True)
+    return subprocess.run(command, cwd=ROOT, check=False).returncode

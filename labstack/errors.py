@@ -25,6 +25,11 @@ class LabstackError(Exception):
         self.code = int(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, systemd, Slurm, docker stop), raised where Ctrl-C would be, so that everything that keeps
+    its results on Ctrl-C keeps them on SIGTERM too; the exit code tells the two apart."""
+
+
 class BadInput(LabstackError):
     """An option value, a name or a file the user gave is not valid (exit 2)."""
 

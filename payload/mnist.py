@@ -156,7 +156,7 @@ def verify(folder: Path) -> tuple[dict[str, Path], str, str]:
         else:
             raise DataError(
                 f"{path} has no known checksum: if you supplied these files yourself, record them with "
-                f"`python3 scripts/mnist.py record {folder}` (or `invoke data --record`)"
+                f"`invoke data --record` (or `python3 payload/mnist.py record {folder}`)"
             )
         source = this if source in (None, this) else "mixed"
     fingerprint = hashlib.sha256("".join(digests).encode()).hexdigest()

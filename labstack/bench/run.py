@@ -26,9 +26,9 @@ from labstack.build.images import build_images
 from labstack.build.lock import read_lock
 from labstack.build.wheelhouse import ensure_wheels, wheelhouse_dir
 from labstack.engine import connect
-from labstack.errors import BadInput, ExitCode, LabstackError
+from labstack.errors import BadInput, ExitCode, LabstackError, Terminated
 from labstack.gpu import gpu_preflight, gpu_problems, local_gpu
-from labstack.matrix import Image, Matrix, choose, load_matrix
+from labstack.matrix import VARIANTS, Image, Matrix, choose, load_matrix
 from labstack.paths import REPORTS_DIR, cache_dir, has_local_changes, revision
 from labstack.payload import run_probe
 
@@ -79,9 +79,12 @@ def parse_event(line: str) -> dict | None:
 
 
 class RunInterrupted(Exception):
-    def __init__(self, partial: dict | None) -> None:
+    """Ctrl-C or SIGTERM during a run: what bench.py printed when it was stopped, and which signal it was."""
+
+    def __init__(self, partial: dict | None, signal: KeyboardInterrupt) -> None:
         super().__init__("interrupted")
         self.partial = partial
+        self.signal = signal
 
 
 def parse_document(stdout: str, target: Target, code: int, stderr_tail: list[str]) -> dict:
@@ -126,10 +129,10 @@ def run_in_container(client, target: Target, args: list[str], cpus: float | None
             chunks = container.logs(stream=True, follow=True, stdout=False, stderr=True)
             stream_events(_lines(chunks), on_event, tail)
             code = container.wait(timeout=60)["StatusCode"]
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             container.stop(timeout=20)  # SIGTERM: tini passes it on and bench.py prints what it measured
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
-            raise RunInterrupted(_partial(stdout)) from None
+            raise RunInterrupted(_partial(stdout), stop) from None
         if not timer.is_alive():
             raise LabstackError(f"the benchmark in {target.label} ran past {timeout} s and was stopped")
         stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
@@ -213,11 +216,11 @@ def run_local(target: Target, matrix: Matrix, args: list[str], timeout: int, on_
         try:
             stream_events(process.stderr, on_event, tail)
             code = process.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             process.terminate()  # the terminal's SIGINT reached it too; it prints what it measured
             process.wait(timeout=30)
             stdout.seek(0)
-            raise RunInterrupted(_partial(stdout.read())) from None
+            raise RunInterrupted(_partial(stdout.read()), stop) from None
         finally:
             timer.cancel()
         if code in (-9, 137):
@@ -282,6 +285,9 @@ def write_json(doc: dict, out_dir: Path) -> Path:
 def check_options(options: BenchOptions) -> list[str]:
     """Every option checked before Docker is needed; returns the workloads."""
     workloads = choose_workloads(options.workloads)
+    variants = choose("variant", options.variant, (*VARIANTS, "auto"))
+    if "auto" in variants and len(variants) > 1:
+        raise BadInput(f"--variant {options.variant}: auto chooses the variants itself; give it alone")
     load_matrix().select(options.framework, "cpu" if options.variant == "auto" else options.variant)
     if options.repeat < 1:
         raise BadInput(f"--repeat {options.repeat}: give 1 or more")
@@ -290,9 +296,11 @@ def check_options(options: BenchOptions) -> list[str]:
     return workloads
 
 
-def measure(client, matrix: Matrix, targets: list[Target], options: BenchOptions, doc: dict, out_dir: Path) -> None:
-    """Run every target (`repeat` times), appending each run to `doc` and writing it as soon as it is there;
-    an interrupt keeps what was measured and marks the document."""
+def measure(
+    client, matrix: Matrix, targets: list[Target], options: BenchOptions, doc: dict, out_dir: Path
+) -> KeyboardInterrupt | None:
+    """Run every target (`repeat` times), appending each run to `doc` and writing it as soon as it is there.
+    An interrupt (Ctrl-C, SIGTERM) keeps what was measured, marks the document and is returned."""
     args_of = {t: bench_arguments(t, doc["workloads"], options.quick) for t in targets}
     timeout = RUN_TIMEOUT[doc["mode"]]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -324,8 +332,11 @@ def measure(client, matrix: Matrix, targets: list[Target], options: BenchOptions
         if stop.partial:
             doc["runs"].append({**stop.partial, "where": target.where, "image": target.image.ref})
         doc["interrupted"] = True
-    except KeyboardInterrupt:  # between runs: everything finished so far is already in doc
+        return stop.signal
+    except KeyboardInterrupt as stop:  # between runs: everything finished so far is already in doc
         doc["interrupted"] = True
+        return stop
+    return None
 
 
 def run_benchmark(options: BenchOptions) -> Analysis:
@@ -351,7 +362,7 @@ def run_benchmark(options: BenchOptions) -> Analysis:
         "runs": [],
         "interrupted": False,
     }
-    measure(client, matrix, plan_targets(images, options.local), options, doc, out_dir)
+    stopped = measure(client, matrix, plan_targets(images, options.local), options, doc, out_dir)
     if options.compare:
         doc["compare"] = {"file": str(options.compare)}
     analysis = analyse(read_document(doc), load_references(), earlier)
@@ -360,8 +371,12 @@ def run_benchmark(options: BenchOptions) -> Analysis:
     if analysis.changes is not None:
         doc["compare"]["changes"] = analysis.changes
     outputs = [write_json(doc, out_dir), *write_report(analysis, out_dir)]
-    if doc["interrupted"]:
-        raise LabstackError(f"interrupted: the results measured so far are in {out_dir}", code=ExitCode.INTERRUPTED)
+    if stopped is not None:
+        terminated = isinstance(stopped, Terminated)
+        raise LabstackError(
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: the results measured so far are in {out_dir}",
+            code=ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED,
+        )
     print_outcome(analysis, outputs)
     return analysis
 

@@ -7,10 +7,13 @@ per check (the plugin's --labstack-report); they are merged into one table, juni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -90,11 +93,14 @@ def run_target(target: Target, gpu: str, out: Path) -> TargetResult:
     command = pytest_command(safe, gpu, out)
     record = out / f"{safe.label}.json"
     started = time.monotonic()
-    try:
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TARGET_TIMEOUT)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-    except subprocess.TimeoutExpired:
-        tail = [f"the checks of {target.label} ran past {TARGET_TIMEOUT} s and were stopped"]
+    with running.start(command) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=TARGET_TIMEOUT)
+            tail = (stdout + stderr).strip().splitlines()[-3:]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            tail = [f"the checks of {target.label} ran past {TARGET_TIMEOUT} s and were stopped"]
     seconds = round(time.monotonic() - started, 1)
     result = TargetResult(target, seconds=seconds, junit=out / f"junit-{safe.label}.xml")
     if record.is_file():
@@ -117,17 +123,54 @@ def merge_junit(results: list[TargetResult], path: Path) -> None:
     ET.ElementTree(merged).write(path, encoding="utf-8", xml_declaration=True)
 
 
+class Running:
+    """The pytest processes running now, so that Ctrl-C or SIGTERM stops them too instead of waiting for them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.processes: set[subprocess.Popen] = set()
+
+    @contextlib.contextmanager
+    def start(self, command: list[str]):
+        with self.lock:
+            # A session of its own: stopping it stops what it started too (ssh, docker).
+            process = subprocess.Popen(
+                command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            )
+            self.processes.add(process)
+        try:
+            yield process
+        finally:
+            with self.lock:
+                self.processes.discard(process)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            for process in self.processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+
+
+running = Running()
+
+
 def validate(targets: list[Target], gpu: str, out: Path, jobs: int, on_done=None) -> list[TargetResult]:
     """Run every target, `jobs` at a time; `on_done(result)` is called as each finishes."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict[Target, TargetResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
         futures = {pool.submit(run_target, t, gpu, out): t for t in targets}
         for future in as_completed(futures):
             result = future.result()
             results[result.target] = result
             if on_done:
                 on_done(result)
+    except BaseException:  # Ctrl-C, SIGTERM: no target starts, the running ones stop, nothing is left behind
+        pool.shutdown(wait=False, cancel_futures=True)
+        running.stop_all()
+        raise
+    pool.shutdown()
     return [results[t] for t in targets]
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,3 +106,32 @@ def test_local_runs_the_same_wheels_on_the_host_and_gives_the_container_ratio(tm
     (ratio,) = doc["container_ratios"]
     assert ratio["workload"] == "mnist_cnn" and ratio["ratio"] > 0
     assert "## Container overhead" in (tmp_path / "benchmark.md").read_text()
+
+
+@pytest.mark.usefixtures("built")
+def test_sigterm_keeps_what_was_measured_and_leaves_no_container(tmp_path, client):
+    """timeout, systemd and Slurm stop a benchmark with SIGTERM: the partial report is written, its container
+    is gone, and the exit code says it was SIGTERM (143), not Ctrl-C (130)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "benchmark", "--quick", "--framework", "torch", "--variant", "cpu",
+         "--out", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not client.containers.list(filters={"label": "labstack.bench=1"}) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(8)  # into the workloads
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr[-2000:]
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"labstack: terminated (SIGTERM): the results measured so far are in {tmp_path}"
+    )
+    assert "**Interrupted**" in (tmp_path / "benchmark.md").read_text()
+    assert json.loads((tmp_path / "benchmark.json").read_text())["interrupted"] is True
+    assert client.containers.list(all=True, filters={"label": "labstack.bench=1"}) == []

@@ -18,7 +18,8 @@ def test_benchmark_is_listed_with_a_description():
     [
         (["--workloads", "mnist"], ["unknown workload mnist", "choose from matmul, mnist_cnn"]),
         (["--framework", "jax"], ["unknown framework jax"]),
-        (["--variant", "rocm"], ["unknown variant rocm"]),
+        (["--variant", "rocm"], ["unknown variant rocm: choose from cpu, cuda, auto or all"]),
+        (["--variant", "auto,cpu"], ["auto chooses the variants itself"]),
         (["--repeat", "0"], ["--repeat 0"]),
         (["--cpus", "two"], ["--cpus two"]),
         (["--compare", "/nonexistent/old.json"], ["--compare file /nonexistent/old.json does not exist"]),

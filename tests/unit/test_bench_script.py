@@ -1,4 +1,4 @@
-"""scripts/bench.py's method, without a framework: what is timed, what is counted, what is refused."""
+"""payload/bench.py's method, without a framework: what is timed, what is counted, what is refused."""
 
 from __future__ import annotations
 

@@ -118,14 +118,18 @@ class StalledSshServer:
             connection.close()
 
 
+def validate_in_background(server: StalledSshServer, out) -> subprocess.Popen:
+    """`invoke validate` of the stalled host only, in a session of its own (so a test can kill all of it)."""
+    return subprocess.Popen(
+        [*INVOKE, "validate", "--image", "none", "--hosts", f"ssh://lab@127.0.0.1:{server.port}", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
 def test_a_host_that_stalls_after_its_banner_fails_in_under_a_minute(tmp_path):
     server = StalledSshServer()
     started = time.monotonic()
-    process = subprocess.Popen(
-        [*INVOKE, "validate", "--image", "none", "--hosts", f"ssh://lab@127.0.0.1:{server.port}", "--out",
-         str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    process = validate_in_background(server, tmp_path)
     try:
         _, stderr = process.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -140,3 +144,22 @@ def test_a_host_that_stalls_after_its_banner_fails_in_under_a_minute(tmp_path):
     results = json.loads((tmp_path / "report.json").read_text())["targets"][0]["results"]
     assert results and all(r["outcome"] == "fail" for r in results)
     assert all("timed out" in r["reason"] and "unreachable" in r["reason"] for r in results), results[0]
+
+
+def test_sigterm_ends_a_task_with_one_line_and_exit_143(tmp_path):
+    """timeout, systemd and Slurm stop a task with SIGTERM: one line, its own exit code, no traceback."""
+    server = StalledSshServer()  # keeps validate busy long enough to be stopped
+    process = validate_in_background(server, tmp_path)
+    try:
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        seconds = time.monotonic() - stopped
+        left = subprocess.run(["pgrep", "-f", f"127.0.0.1:{server.port}|Port={server.port}"], capture_output=True)
+    finally:
+        server.close()
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "labstack: terminated (SIGTERM)" and "Traceback" not in stderr, stderr
+    assert seconds < 5, f"validate took {seconds:.1f} s to stop: it waited for its checks instead of stopping them"
+    assert left.stdout == b"", "a check process or its ssh outlived the stopped task"
