@@ -21,6 +21,8 @@ TOOLKIT_FIX = (
     "--runtime=docker && sudo systemctl restart docker`"
 )
 HOOKS = ("nvidia-container-runtime-hook", "nvidia-container-runtime")
+# What a GPU check does where there is no usable GPU: skip with the reason, fail with it, or not run at all.
+GPU_MODES = ("auto", "require", "skip")
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -109,6 +111,15 @@ def shm_problem(shm: dict, where: str = "this container") -> str | None:
 
 def devices_by_uuid(devices: list[dict]) -> list[str]:
     return sorted(d["uuid"] for d in devices if d.get("uuid"))
+
+
+def gpu_gate(mode: str, problem: str | None) -> tuple[str, str | None]:
+    """What a GPU check does on a target: 'run'; 'skip' with the reason (auto); 'fail' with it (require)."""
+    if mode == "skip":
+        return "skip", "GPU checks left out (--gpu skip)"
+    if problem is None:
+        return "run", None
+    return ("fail" if mode == "require" else "skip"), problem
 
 
 @dataclass(frozen=True)

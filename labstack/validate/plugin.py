@@ -24,10 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from labstack.gpu import GPU_MODES, gpu_gate
 from labstack.matrix import VARIANTS, Image, load_matrix
-
-GPU_MODES = ("auto", "require", "skip")
-GPU_SKIPPED = "GPU checks left out (--gpu skip)"
 
 
 def pytest_addoption(parser):
@@ -99,15 +97,6 @@ def pytest_collection_modifyitems(config, items):
     if gpu:
         config.hook.pytest_deselected(items=gpu)
         items[:] = [item for item in items if not item.get_closest_marker("gpu")]
-
-
-def gpu_gate(mode: str, problem: str | None) -> tuple[str, str | None]:
-    """What a GPU check does on a target: 'run'; 'skip' with the reason (auto); 'fail' with it (require)."""
-    if mode == "skip":
-        return "skip", GPU_SKIPPED
-    if problem is None:
-        return "run", None
-    return ("fail" if mode == "require" else "skip"), problem
 
 
 def apply_gpu_gate(config, problem: str | None) -> None:

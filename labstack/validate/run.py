@@ -23,9 +23,9 @@ from pathlib import Path
 from labstack import ROOT
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
+from labstack.gpu import GPU_MODES
 from labstack.hosts import parse_hosts
-from labstack.matrix import Image, Matrix
-from labstack.validate.plugin import GPU_MODES
+from labstack.matrix import Image, Matrix, choose
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 TARGET_TIMEOUT = 900
@@ -51,9 +51,7 @@ class TargetResult:
 
 
 def check_gpu_mode(mode: str) -> str:
-    if mode not in GPU_MODES:
-        raise BadInput(f"unknown --gpu {mode!r}: choose from {', '.join(GPU_MODES)}")
-    return mode
+    return choose("--gpu", mode, GPU_MODES, many=False)[0]
 
 
 def existing_images(client, matrix: Matrix, text: str | None) -> list[Image]:

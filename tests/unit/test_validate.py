@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from labstack.errors import LabstackError
+from labstack.gpu import gpu_gate
 from labstack.matrix import load_matrix
-from labstack.validate.plugin import gpu_gate
 from labstack.validate.run import Target, TargetResult, all_passed, check_gpu_mode, merge_junit, table_rows
 
 MATRIX = load_matrix()
