@@ -55,14 +55,6 @@ class Host:
     def label(self) -> str:
         return "local" if self.scheme == "local" else self.spec.partition("://")[2]
 
-    def ssh_command(self, *remote: str) -> list[str]:
-        """`ssh` with labstack's options for this host; REMOTE is run by the remote user's shell."""
-        if self.scheme != "ssh":
-            raise ValueError(f"{self.spec} is not an ssh host")
-        port = ["-p", str(self.port)] if self.port else []
-        user = ["-l", self.user] if self.user else []
-        return ["ssh", *SSH_OPTIONS, *port, *user, "--", self.name.strip("[]"), *remote]
-
 
 def parse_host(text: str) -> Host:
     """One host spec, checked part by part; the error names the part that is wrong."""

@@ -31,7 +31,6 @@ class Result:
     throughput: float
     config: dict = field(default_factory=dict)
     spread_iqr: float = 0.0
-    steps: int = 0
     epoch_s: float | None = None  # mnist_cnn: one MNIST epoch at this throughput
     tokens_per_s: float | None = None  # transformer
 
@@ -79,7 +78,6 @@ class Document:
     """One `invoke benchmark` (or a single bench.py run, read as a document of one run)."""
 
     runs: tuple[Run, ...]
-    schema: str = REPORT_SCHEMA
     created: str | None = None
     mode: str | None = None
     repeat: int = 1
@@ -107,7 +105,6 @@ def read_result(data: dict) -> Result:
         throughput=throughput,
         config=config,
         spread_iqr=float(data.get("spread_iqr") or 0.0),
-        steps=int(data.get("steps") or 0),
         epoch_s=epoch_s,
         tokens_per_s=tokens_per_s,
     )
@@ -147,7 +144,7 @@ def read_document(data: object, what: str = "benchmark JSON") -> Document:
     try:
         if data["schema"] == RUN_SCHEMA:
             run = read_run(data)
-            return Document(runs=(run,), schema=RUN_SCHEMA, created=run.started, mode=run.mode)
+            return Document(runs=(run,), created=run.started, mode=run.mode)
         return Document(
             runs=tuple(read_run(r) for r in data.get("runs") or []),
             created=data.get("created"),

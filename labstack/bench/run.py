@@ -94,7 +94,7 @@ def parse_document(stdout: str, target: Target, code: int, stderr_tail: list[str
     except (IndexError, ValueError):
         tail = " | ".join(line.strip() for line in stderr_tail[-3:]) or "no output"
         raise LabstackError(f"the benchmark in {target.label} failed (exit {code}) without results: {tail}") from None
-    if code == 5:
+    if code == ExitCode.NO_GPU:  # bench.py's exit for a device it cannot use
         raise LabstackError(f"{target.label}: {doc['errors'][0]['error']}", code=ExitCode.NO_GPU)
     return doc
 

@@ -204,11 +204,6 @@ class Analysis:
     verdicts: dict[str, str]
     changes: list[dict] | None = None
 
-    @property
-    def cpu(self) -> dict:
-        """The cpu probe's record of the first CPU run (what the peak and the notes are computed for)."""
-        return next((run.cpu for run in self.document.runs if run.device == "cpu"), {})
-
 
 def verdicts(rows: list[Row], matches: dict[tuple, Reference], document: Document, busy: bool) -> dict[str, str]:
     """One paragraph per workload: this CPU's figures, what they mean in time, and the GPU figure."""

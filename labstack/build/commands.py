@@ -55,7 +55,7 @@ def build(
     print_build_summary(results)
     if layer == "notebook":
         for image in images:
-            print(build_notebook_image(matrix, image))
+            print(build_notebook_image(matrix, image, framework_built=True))
 
 
 def wheels(framework: str = "all", variant: str = "all") -> None:

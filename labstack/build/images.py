@@ -9,14 +9,13 @@ from pathlib import Path
 
 import docker
 
-from labstack import ROOT
+from labstack import ROOT, payload
 from labstack.build.base import check_pinned, ensure_base
 from labstack.build.lock import read_lock
 from labstack.build.wheelhouse import ensure_wheels, sync_dir
 from labstack.engine import check_disk, connect, docker_build, image_or_none
 from labstack.matrix import GB, Image, Matrix
 from labstack.paths import cache_dir, git_output, revision
-from labstack.payload import PAYLOAD_DIR
 
 # Already-built images still need room for a rebuild of their last layers.
 REBUILD_GB = 0.5
@@ -63,7 +62,7 @@ def context_dir(name: str) -> Path:
 
 def payload_files() -> dict[str, Path]:
     """The payload programs, by file name: what the images get (no caches, nothing of the host's own tools)."""
-    return {path.name: path for path in sorted(PAYLOAD_DIR.glob("*.py"))}
+    return {f"{name}.py": payload.path(name) for name in payload.programs()}
 
 
 def stage_context(image: Image, wheels: dict[str, Path]) -> Path:

@@ -107,10 +107,12 @@ def stage_notebook_context(image: Image, wheels: dict[str, Path]) -> Path:
     return context
 
 
-def build_notebook_image(matrix: Matrix, image: Image) -> str:
-    """Build (or find cached) the framework image, then its notebook layer; return the notebook image's ref."""
+def build_notebook_image(matrix: Matrix, image: Image, *, framework_built: bool = False) -> str:
+    """Build (or find cached) the framework image unless the caller just built it, then its notebook layer;
+    return the notebook image's ref."""
     pins = read_notebook_lock(image, matrix)
-    build_images(matrix, [image])  # cached layers: about a second when nothing changed
+    if not framework_built:
+        build_images(matrix, [image])  # cached layers: about a second when nothing changed
     wheels = ensure_wheels(pins, matrix)
     labels = oci_labels(image, image.ref) | {
         "org.opencontainers.image.title": f"{image.repository} (JupyterLab)",

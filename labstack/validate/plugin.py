@@ -152,7 +152,8 @@ def describe(item) -> tuple[str, str | None]:
 
 
 def _label(value) -> str:
-    return getattr(value, "name", None) or getattr(value, "label", None) or str(value)
+    """A host's label (user@name:port: its name alone would merge hosts), an image's name, or the value."""
+    return getattr(value, "label", None) or getattr(value, "name", None) or str(value)
 
 
 def reason_of(report) -> str:

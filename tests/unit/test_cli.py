@@ -144,6 +144,7 @@ def test_a_host_that_stalls_after_its_banner_fails_in_under_a_minute(tmp_path):
     results = json.loads((tmp_path / "report.json").read_text())["targets"][0]["results"]
     assert results and all(r["outcome"] == "fail" for r in results)
     assert all("timed out" in r["reason"] and "unreachable" in r["reason"] for r in results), results[0]
+    assert {r["target"] for r in results} == {f"lab@127.0.0.1:{server.port}"}, "the column names the whole host"
 
 
 def test_sigterm_ends_a_task_with_one_line_and_exit_143(tmp_path):

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from labstack import ROOT, payload
-from labstack.build.images import payload_files
+from labstack.build.images import stage_context
+from labstack.matrix import load_matrix
 
 COMPOSE_FILES = [*sorted((ROOT / "compose").glob("*.yaml")), ROOT / "compose.yaml"]
 IN_IMAGE_PATH = re.compile(r"/opt/labstack/[\w./-]+")
@@ -29,8 +30,12 @@ def test_the_images_copy_the_payload_to_its_in_image_path(framework):
     assert f"python {payload.in_image('manifest')}" in dockerfile
 
 
-def test_the_build_context_gets_the_payload_and_nothing_of_the_host():
-    assert set(payload_files()) == {f"{name}.py" for name in payload.programs()}
+def test_the_build_context_gets_the_payload_and_nothing_of_the_host(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABSTACK_CACHE", str(tmp_path))
+    context = stage_context(load_matrix().image("torch", "cpu"), wheels={})
+    staged = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
+    programs = {f"payload/{p.name}" for p in payload.PAYLOAD_DIR.glob("*.py")}
+    assert programs and staged == programs | {"image/install.sh", "requirements.lock"}
     assert not list((ROOT / "scripts").glob("*.py")), "scripts/ holds the host's shell tools only"
 
 
