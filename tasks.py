@@ -14,17 +14,28 @@ from labstack.validate import commands as validate_
 
 FRAMEWORK_HELP = "torch, tensorflow, a comma list or all (default: all)"
 VARIANT_HELP = "cpu, cuda, a comma list or all (default: cpu)"
-LAYER_HELP = "framework: the framework images; notebook: JupyterLab on each of them (default: framework)"
+LAYER_HELP = (
+    "framework: the bare framework images; lab: plus the lab layer (everyday stack, torchvision, your packages); "
+    "notebook: plus JupyterLab (default: lab)"
+)
+LOCK_LAYER_HELP = "which layer's lockfiles: framework, lab or notebook (default: framework)"
 ONE_FRAMEWORK_HELP = "torch or tensorflow (default: the lab's labstack.framework setting, torch)"
 PROJECT_HELP = "compose project name (default: COMPOSE_PROJECT_NAME from .env, else the checkout's folder name)"
 ENV_FILE_HELP = "env file compose reads (default: .env in the repository root, written by `invoke env`)"
 
 
-@task(help={"framework": FRAMEWORK_HELP, "layer": LAYER_HELP})
+@task(help={"framework": FRAMEWORK_HELP, "layer": LOCK_LAYER_HELP})
 @one_line_errors
 def lock(c, framework="all", layer="framework"):
-    """Resolve the hashed lockfiles of the chosen frameworks (or their notebook layer) from images/matrix.toml."""
+    """Resolve the hashed lockfiles of the chosen frameworks (or of a layer on them) from images/matrix.toml."""
     build_.lock(framework, layer)
+
+
+@task(help={"package": "NAME or NAME==VERSION from your package index (default version: the newest that fits)"})
+@one_line_errors
+def lab_add(c, package):
+    """Add a package to the lab layer (images/matrix.toml), pinned, and re-lock every lab and notebook lock."""
+    build_.lab_add(package)
 
 
 @task(
@@ -49,8 +60,8 @@ def base(c, refresh=False, from_image=None):
     }
 )
 @one_line_errors
-def build(c, framework="all", variant="cpu", refresh_base=False, from_image=None, layer="framework"):
-    """Build images (default: the CPU images) offline from a verified wheelhouse; print a size/time table."""
+def build(c, framework="all", variant="cpu", refresh_base=False, from_image=None, layer="lab"):
+    """Build the images (default: the CPU lab images) offline from a verified wheelhouse; print a size/time table."""
     build_.build(framework, variant, refresh_base, from_image, layer)
 
 
@@ -64,14 +75,14 @@ def wheels(c, framework="all", variant="all"):
 @task(help={"framework": FRAMEWORK_HELP})
 @one_line_errors
 def notebook_lock(c, framework="all"):
-    """Same as `invoke lock --layer notebook` (the notebook lockfiles, constrained by the framework locks)."""
+    """Same as `invoke lock --layer notebook` (the notebook lockfiles, constrained by the lab locks)."""
     build_.lock(framework, "notebook")
 
 
 @task(help={"framework": FRAMEWORK_HELP, "variant": VARIANT_HELP})
 @one_line_errors
 def notebook_image(c, framework="all", variant="cpu"):
-    """Same as `invoke build --layer notebook` (JupyterLab on each framework image, offline)."""
+    """Same as `invoke build --layer notebook` (JupyterLab on each lab image, offline)."""
     build_.build(framework, variant, layer="notebook")
 
 
@@ -180,7 +191,7 @@ def benchmark(
 
 
 ns = Collection(
-    lock, base, build, wheels, validate, benchmark, test, env, data, up_cpu, up_gpu, down, notebook_lock,
+    lock, lab_add, base, build, wheels, validate, benchmark, test, env, data, up_cpu, up_gpu, down, notebook_lock,
     notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

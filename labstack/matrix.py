@@ -35,6 +35,10 @@ class Image:
     cuda: str | None = None
     cudnn: str | None = None
     min_driver: str | None = None
+    # The lab layer's packages that exist per framework build (torchvision is built against one torch), and the
+    # extra index that holds them for this variant (e.g. PyTorch's CPU index for the +cpu builds).
+    lab_requirements: tuple[str, ...] = ()
+    lab_index: str | None = None
 
     @property
     def name(self) -> str:
@@ -88,6 +92,11 @@ class Matrix:
     user: str
     cuda_package_patterns: tuple[str, ...]
     images: tuple[Image, ...]
+    # The lab layer: the everyday stack every lab image has, then the lab's own packages (`invoke lab-add`).
+    lab_requirements: tuple[str, ...] = ()
+    lab_packages: tuple[str, ...] = ()
+    # The notebook layer (JupyterLab), on top of the lab layer.
+    notebook_requirements: tuple[str, ...] = ()
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -158,6 +167,8 @@ def parse_matrix(text: str) -> Matrix:
                     cuda=cell.get("cuda"),
                     cudnn=cell.get("cudnn"),
                     min_driver=cell.get("min_driver"),
+                    lab_requirements=tuple(cell.get("lab", ())),
+                    lab_index=cell.get("lab_index"),
                 )
             )
     base = data["base"]
@@ -171,6 +182,9 @@ def parse_matrix(text: str) -> Matrix:
         user=base["user"],
         cuda_package_patterns=tuple(data["cuda"]["package_patterns"]),
         images=tuple(images),
+        lab_requirements=tuple(data["lab"]["requirements"]),
+        lab_packages=tuple(data["lab"].get("packages", ())),
+        notebook_requirements=tuple(data["notebook"]["requirements"]),
     )
 
 

@@ -19,8 +19,8 @@ from labstack.paths import cache_dir, git_output, revision
 
 # Already-built images still need room for a rebuild of their last layers.
 REBUILD_GB = 0.5
-# What runs inside `docker build` beside the payload: the offline install step.
-BUILD_HELPERS = ROOT / "images" / "common"
+# What runs inside `docker build` beside the payload: the offline install step (the layers have their own).
+INSTALL_HELPER = ROOT / "images" / "common" / "install.sh"
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class BuildResult:
     image: Image
     size_bytes: int
     seconds: float
+    layer: str = "framework"
+    added_bytes: int | None = None  # a layer's size on top of the image below it
+
+    @property
+    def tag(self) -> str:
+        return self.image.tag if self.layer == "framework" else f"{self.image.tag}-{self.layer}"
 
 
 def oci_labels(image: Image, base_ref: str) -> dict[str, str]:
@@ -70,7 +76,7 @@ def stage_context(image: Image, wheels: dict[str, Path]) -> Path:
     the payload. BuildKit only transfers what changed since the last build of the same context."""
     context = context_dir(image.name)
     sync_dir(context / "wheels", {path.name: path for path in wheels.values()})
-    sync_dir(context / "image", {p.name: p for p in BUILD_HELPERS.iterdir() if p.is_file()})
+    sync_dir(context / "image", {INSTALL_HELPER.name: INSTALL_HELPER})
     sync_dir(context / "payload", payload_files())
     shutil.copy2(image.lockfile, context / "requirements.lock")
     return context

@@ -77,19 +77,31 @@ def parse_lock(text: str) -> tuple[str | None, list[Pin]]:
 
 def read_lock(image: Image, matrix: Matrix) -> list[Pin]:
     """The pins of an image's lockfile; a missing or stale lockfile is an error that says to run `invoke lock`."""
-    path = image.lockfile
+    _, pins = verified_lock(
+        image.lockfile,
+        lock_inputs(matrix, image.framework),
+        "lockfile",
+        f"run `invoke lock --framework {image.framework}`",
+    )
+    return pins
+
+
+def verified_lock(path: Path, inputs: str, kind: str, fix: str) -> tuple[str, list[Pin]]:
+    """(text, pins) of a lockfile that exists, was resolved from `inputs` (else stale: `fix` says what to run) and
+    hashes every entry."""
     if not path.is_file():
-        raise LabstackError(f"no lockfile {path.name} for {image.ref}: run `invoke lock --framework {image.framework}`")
-    inputs, pins = parse_lock(path.read_text())
-    if inputs != lock_inputs(matrix, image.framework):
+        raise LabstackError(f"no {kind} {path.name}: {fix}")
+    text = path.read_text()
+    recorded, pins = parse_lock(text)
+    if recorded != inputs:
         raise LabstackError(
-            f"lockfile {path.relative_to(path.parents[2])} is stale: images/matrix.toml changed since it was "
-            f"resolved; run `invoke lock --framework {image.framework}`"
+            f"{kind} {path.relative_to(path.parents[2])} is stale (images/matrix.toml or a lock below it changed "
+            f"since it was resolved): {fix}"
         )
     unhashed = [p.name for p in pins if not p.hashes]
     if unhashed:
-        raise LabstackError(f"lockfile {path.name} has entries without hashes: {', '.join(unhashed)}")
-    return pins
+        raise LabstackError(f"{kind} {path.name} has entries without hashes: {', '.join(unhashed)}")
+    return text, pins
 
 
 def framework_distributions(images: list[Image]) -> set[str]:
@@ -130,9 +142,18 @@ def compile_requirements(
             command, cwd=tmp, capture_output=True, text=True, env={**os.environ, **sources.uv_env()}, check=False
         )
     if result.returncode != 0:
-        detail = result.stderr.strip().splitlines()
-        raise LabstackError(f"uv could not resolve {' '.join(requirements)}: {detail[-1] if detail else '?'}")
+        raise ResolveError(requirements, result.stderr)
     return result.stdout
+
+
+class ResolveError(LabstackError):
+    """uv could not resolve: one line for the user, the whole of uv's message for the caller that looks closer."""
+
+    def __init__(self, requirements: list[str], stderr: str):
+        lines = [line.strip().removeprefix("cause:").strip() for line in stderr.strip().splitlines() if line.strip()]
+        self.stderr = stderr
+        self.last = lines[-1] if lines else "?"
+        super().__init__(f"uv could not resolve {' '.join(requirements)}: {self.last}")
 
 
 def lock_framework(matrix: Matrix, framework: str, sources: PipSources) -> list[Path]:

@@ -78,8 +78,9 @@ def find_wheels(pins: list[Pin], matrix: Matrix, wheelhouse: Path) -> tuple[dict
     return found, missing
 
 
-def download(pins: list[Pin], matrix: Matrix, wheelhouse: Path) -> None:
-    """Download wheels for exactly these pins with the host's pip (its index, find-links, proxy and CA)."""
+def download(pins: list[Pin], matrix: Matrix, wheelhouse: Path, extra_index: str | None = None) -> None:
+    """Download wheels for exactly these pins with the host's pip (its index, find-links, proxy and CA), plus
+    the extra index the matrix names for them (PyTorch's CPU index for torchvision +cpu)."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
@@ -90,6 +91,8 @@ def download(pins: list[Pin], matrix: Matrix, wheelhouse: Path) -> None:
             "--progress-bar", "on", "--python-version", matrix.python_version, "--implementation", "cp",
             *platform_args, "--dest", str(wheelhouse), "--requirement", str(requirements),
         ]  # fmt: skip
+        if extra_index:
+            command += ["--extra-index-url", extra_index]
         print(f"downloading {len(pins)} wheels into {wheelhouse}", flush=True)
         if subprocess.run(command, check=False).returncode != 0:
             raise LabstackError(
@@ -98,12 +101,14 @@ def download(pins: list[Pin], matrix: Matrix, wheelhouse: Path) -> None:
             )
 
 
-def ensure_wheels(pins: list[Pin], matrix: Matrix, wheelhouse: Path | None = None) -> dict[str, Path]:
+def ensure_wheels(
+    pins: list[Pin], matrix: Matrix, wheelhouse: Path | None = None, extra_index: str | None = None
+) -> dict[str, Path]:
     """Every pinned wheel, verified by hash, downloading only what is missing."""
     wheelhouse = wheelhouse or wheelhouse_dir()
     found, missing = find_wheels(pins, matrix, wheelhouse)
     if missing:
-        download(missing, matrix, wheelhouse)
+        download(missing, matrix, wheelhouse, extra_index)
         found, missing = find_wheels(pins, matrix, wheelhouse)
         if missing:
             names = ", ".join(f"{p.name}=={p.version}" for p in missing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
 from labstack.compose.env import ENV_FILE, ensure_env
 from labstack.compose.project import Project, project_from_env, up_notebook
@@ -16,11 +17,11 @@ from labstack.matrix import load_matrix
 def env(framework: str, new_token: bool = False) -> None:
     matrix = load_matrix()
     image = matrix.image(framework, "cpu")
-    built = image_or_none(connect(), image.ref)
+    built = image_or_none(connect(), layer_ref(image, "lab"))
     values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None)
     print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
     if not built:
-        print(f"{image.ref} is not built yet: `invoke build --framework {framework}`")
+        print(f"{values['TRAIN_IMAGE']} is not built yet: `invoke build --framework {framework}`")
 
 
 def data(folder: str | None = None, **action: bool) -> None:

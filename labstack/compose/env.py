@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 
 from labstack import ROOT
-from labstack.build.notebook import notebook_ref
+from labstack.build.layers import layer_ref
 from labstack.errors import BadInput
 from labstack.matrix import Matrix
 
@@ -66,9 +66,9 @@ def env_values(
         "COMPOSE_PROJECT_NAME": default_project(root),
         "UID": str(uid),
         "GID": str(gid),
-        "TRAIN_IMAGE": image.ref,
+        "TRAIN_IMAGE": layer_ref(image, "lab"),
         "TRAIN_IMAGE_ID": image_id or "",
-        "NOTEBOOK_IMAGE": notebook_ref(image),
+        "NOTEBOOK_IMAGE": layer_ref(image, "notebook"),
         "NOTEBOOK_BIND": "127.0.0.1",
         "NOTEBOOK_PORT": str(port),
         "JUPYTER_TOKEN": token or secrets.token_hex(TOKEN_BYTES),

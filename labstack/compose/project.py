@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labstack import ROOT
-from labstack.build.notebook import build_notebook_image
+from labstack.build.layers import NOTEBOOK, build_layer, layer_ref
 from labstack.compose.env import ENV_FILE, NOTEBOOK_PORT, default_project, ensure_env, read_env
 from labstack.errors import BadInput, LabstackError
 from labstack.matrix import Matrix
@@ -105,7 +105,8 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project) 
             raise BadInput(f"{project.env_file} has no JUPYTER_TOKEN: run `invoke env`")
         values = ensure_env(matrix, framework)
         print(f"wrote {ENV_FILE.name} (UID/GID, images, a new notebook token)")
-    ref = build_notebook_image(matrix, image)
+    build_layer(matrix, image, NOTEBOOK)
+    ref = layer_ref(image, NOTEBOOK.name)
     overrides = {"NOTEBOOK_IMAGE": ref}
     action = ["up", "--detach", "--wait", "--wait-timeout", str(HEALTH_TIMEOUT_S), "notebook"]
     started = time.monotonic()

@@ -136,6 +136,20 @@ def image(request, built) -> Image:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def lab_built(request, client, built) -> dict[str, str]:
+    """{image name: lab image ref}: the lab layer of each selected image, built (or found cached) once for the
+    session; with --images nothing is built, and only the lab images present here are checked."""
+    from labstack.build.layers import LAB, build_layer, layer_ref  # Docker SDK: not on a bare GPU host
+    from labstack.engine import image_or_none
+
+    images = selected_images(request.config)
+    if request.config.getoption("--images"):
+        return {i.name: layer_ref(i, LAB.name) for i in images if image_or_none(client, layer_ref(i, LAB.name))}
+    matrix = load_matrix()
+    return {i.name: build_layer(matrix, i, LAB, parent_built=True) and layer_ref(i, LAB.name) for i in images}
+
+
 # Filled by the suite's fixtures: target label -> what ran there (image digest, host, driver, GPUs, versions).
 ENVIRONMENT: dict[str, dict] = {}
 TARGET_PARAMS = ("image", "target")

@@ -19,7 +19,7 @@ import pytest
 
 from labstack import ROOT, payload
 from labstack.build.images import build_images
-from labstack.build.notebook import build_notebook_image
+from labstack.build.layers import LAB, NOTEBOOK, build_layer
 from labstack.compose.env import env_values, write_env
 from labstack.matrix import load_matrix
 
@@ -38,9 +38,11 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def images():
-    """The CPU framework images and the torch notebook image, built (or found cached) once."""
+    """The CPU framework and lab images and the torch notebook image, built (or found cached) once."""
     built = {r.image.framework: r.image for r in build_images(MATRIX, CPU_IMAGES)}
-    build_notebook_image(MATRIX, MATRIX.image("torch", "cpu"))
+    for image in CPU_IMAGES:
+        build_layer(MATRIX, image, LAB, parent_built=True)
+    build_layer(MATRIX, MATRIX.image("torch", "cpu"), NOTEBOOK, parent_built=True)
     return built
 
 

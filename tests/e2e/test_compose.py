@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from labstack.build.layers import layer_ref
+
 from .conftest import TEST_GID, TEST_UID, labstack_lines, wait_for
 
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -18,7 +20,7 @@ TARGET_ACCURACY = 0.90  # the generated patterns are learnable: a learning CNN p
 
 
 def image_env(images, framework: str) -> dict:
-    return {"TRAIN_IMAGE": images[framework].ref}
+    return {"TRAIN_IMAGE": layer_ref(images[framework], "lab")}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -36,7 +38,7 @@ def test_train_learns_the_generated_dataset(stack, images, framework):
           f"`docker compose run` wall {wall:.1f} s")  # fmt: skip
     record = json.loads((run / "environment.jsonl").read_text().splitlines()[-1])
     assert record["framework"] == framework and record["device"] == "cpu"
-    assert record["image"] == images[framework].ref and record["manifest"]["framework"] == framework
+    assert record["image"] == layer_ref(images[framework], "lab") and record["manifest"]["framework"] == framework
     for path in [run, *run.iterdir()]:
         assert (path.stat().st_uid, path.stat().st_gid) == (TEST_UID, TEST_GID), path
     assert sorted(p.name for p in run.iterdir()) == sorted(
@@ -228,6 +230,6 @@ def test_defaults_without_env_file_resolve_to_the_checkout_and_the_matrix(tmp_pa
     services = json.loads(out)["services"]
     train = services["train"]
     assert {v["source"] for v in train["volumes"]} == {str(ROOT / "data"), str(ROOT / "runs")}
-    assert train["image"] == load_matrix().image("torch", "cpu").ref
+    assert train["image"] == layer_ref(load_matrix().image("torch", "cpu"), "lab")
     assert train["user"] == "1000:1000" and train["network_mode"] == "none"
     assert services["notebook"]["ports"][0]["host_ip"] == "127.0.0.1"

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from labstack import ROOT
-from labstack.build.notebook import notebook_ref
+from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
 from labstack.compose.env import container_user, default_project, env_values, parse_env, read_env, write_env
 from labstack.compose.project import COMPOSE_FILE, GPU_FILE, Project, notebook_url, shell_line
@@ -31,9 +31,9 @@ def default_repository(monkeypatch):
 
 def test_compose_image_defaults_follow_the_matrix(default_repository):
     torch_cpu = MATRIX.image("torch", "cpu")
-    assert defaults(COMPOSE_TEXT, "TRAIN_IMAGE") == {torch_cpu.ref}
-    assert defaults(COMPOSE_TEXT, "NOTEBOOK_IMAGE") == {notebook_ref(torch_cpu)}
-    assert MATRIX.image("torch", "cuda").ref in GPU_TEXT
+    assert defaults(COMPOSE_TEXT, "TRAIN_IMAGE") == {layer_ref(torch_cpu, "lab")} == {torch_cpu.ref + "-lab"}
+    assert defaults(COMPOSE_TEXT, "NOTEBOOK_IMAGE") == {layer_ref(torch_cpu, "notebook")}
+    assert layer_ref(MATRIX.image("torch", "cuda"), "lab") in GPU_TEXT
 
 
 def test_compose_user_defaults_are_the_image_user():
@@ -69,7 +69,7 @@ def test_root_compose_file_includes_the_services():
 def test_env_values_come_from_the_matrix(default_repository, tmp_path):
     values = env_values(MATRIX, "tensorflow", uid=1234, gid=99, root=tmp_path / "My Lab", token="t" * 48)
     image = MATRIX.image("tensorflow", "cpu")
-    assert values["TRAIN_IMAGE"] == image.ref == "labstack/tensorflow:" + image.tag
+    assert values["TRAIN_IMAGE"] == image.ref + "-lab" == "labstack/tensorflow:" + image.tag + "-lab"
     assert values["NOTEBOOK_IMAGE"] == image.ref + "-notebook"
     assert (values["UID"], values["GID"], values["JUPYTER_TOKEN"]) == ("1234", "99", "t" * 48)
     assert values["RUNS_DIR"] == str(tmp_path / "My Lab" / "runs")

@@ -1,5 +1,5 @@
-"""The in-image scripts' pure logic (IDX, checksums, atomic checkpoints, argument checks) and the notebook locks,
-without Docker or a framework."""
+"""The in-image scripts' pure logic (IDX, checksums, atomic checkpoints, argument checks), without Docker or a
+framework."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ import sys
 import pytest
 
 from labstack import ROOT, payload
-from labstack.build.lock import Pin, read_lock
-from labstack.build.notebook import layer_pins, notebook_inputs, read_notebook_lock
-from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
 
 MATRIX = load_matrix()
@@ -195,30 +192,6 @@ def test_notebook_token_rules():
     assert notebook.token_problem("a" * 48) is None
 
 
-def test_notebook_layer_keeps_only_what_the_framework_lacks():
-    framework = [Pin("jinja2", "3.1.6", frozenset({"a"})), Pin("torch", "2.13.0", frozenset({"b"}))]
-    wanted = [Pin("jinja2", "3.1.6", frozenset({"a"})), Pin("jupyterlab", "4.6.6", frozenset({"c"}))]
-    assert [p.name for p in layer_pins(wanted, framework)] == ["jupyterlab"]
-    with pytest.raises(LabstackError, match=re.escape("jinja2 3.1.6 -> 3.1.7")):
-        layer_pins([Pin("jinja2", "3.1.7", frozenset({"d"}))], framework)
-
-
-def test_notebook_inputs_change_with_the_framework_pins_not_its_comments():
-    a, b = [Pin("numpy", "2.0.0", frozenset({"aa"}))], [Pin("numpy", "2.0.1", frozenset({"bb"}))]
-    assert notebook_inputs(("jupyterlab==1",), a) != notebook_inputs(("jupyterlab==1",), b)
-    assert notebook_inputs(("jupyterlab==1",), a) != notebook_inputs(("jupyterlab==2",), a)
-    assert notebook_inputs(("jupyterlab==1",), a) == notebook_inputs(("jupyterlab==1",), list(a))
-
-
-@pytest.mark.parametrize("image", MATRIX.images, ids=[i.name for i in MATRIX.images])
-def test_notebook_lockfiles_are_current_hashed_and_add_only(image):
-    pins = read_notebook_lock(image, MATRIX)
-    framework = {p.name for p in read_lock(image, MATRIX)}
-    assert pins and all(p.hashes for p in pins)
-    assert not framework & {p.name for p in pins}
-    assert "jupyterlab" in {p.name for p in pins}
-
-
 def run_invoke(*args):
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -234,6 +207,6 @@ def test_tasks_refuse_an_unknown_framework_in_one_line(task):
 
 def test_new_tasks_are_listed_with_a_description():
     listing = run_invoke("--list").stdout
-    for name in ("env", "data", "notebook-lock", "notebook-image", "up-cpu", "up-gpu", "down"):
+    for name in ("env", "data", "lab-add", "notebook-lock", "notebook-image", "up-cpu", "up-gpu", "down"):
         line = next(line for line in listing.splitlines() if line.strip().startswith(name + " "))
         assert len(line.split()) > 1
