@@ -127,7 +127,7 @@ def test(c, unit=False, variant="all"):
 @one_line_errors
 def env(c, framework=None, new_token=False):
     """Write .env for docker compose: your UID/GID, the image refs from the matrix, a notebook token."""
-    compose.env(framework or settings(c).framework, new_token)
+    compose.env(framework or settings(c).framework, new_token, settings(c).project)
 
 
 @task(
@@ -149,14 +149,14 @@ def data(c, download=False, generate=False, verify=False, record=False, folder=N
 @one_line_errors
 def up_cpu(c, framework=None, project=None, env_file=None):
     """Start the notebook on the CPU image; print its URL with the token."""
-    compose.up(framework or settings(c).framework, "cpu", project, env_file)
+    compose.up(framework or settings(c).framework, "cpu", project, env_file, settings(c).project)
 
 
 @task(help={"framework": ONE_FRAMEWORK_HELP, "project": PROJECT_HELP, "env_file": ENV_FILE_HELP})
 @one_line_errors
 def up_gpu(c, framework=None, project=None, env_file=None):
     """Check the GPU host (driver, toolkit, Compose v2), then start the notebook on the CUDA image."""
-    compose.up(framework or settings(c).framework, "cuda", project, env_file)
+    compose.up(framework or settings(c).framework, "cuda", project, env_file, settings(c).project)
 
 
 @task(help={"project": PROJECT_HELP, "env_file": ENV_FILE_HELP})

@@ -3,8 +3,8 @@ setting), `~/.invoke.yaml`, `INVOKE_LABSTACK_<NAME>` variables or `invoke -f FIL
 LABSTACK_REPOSITORY and LABSTACK_CACHE are still honoured, and win over the files, as variables do in invoke.
 
 The values reach the library the one way it already reads them: the namespace and the cache are exported to
-the environment (so `invoke validate`'s pytest processes see them too); the default hosts and framework are
-the tasks' defaults.
+the environment (so `invoke validate`'s pytest processes see them too); the default hosts, framework and
+project folder are the tasks' defaults.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Settings:
     cache: str = ""  # wheelhouse, build contexts, bench venvs (default: ~/.cache/labstack)
     hosts: str = "local://"  # what `invoke validate` checks besides the images
     framework: str = "torch"  # the framework of `invoke env`, `up-cpu`, `up-gpu`
+    project: str = ""  # the lab's code, mounted at /work by train and notebook (default: where compose runs)
 
 
 DEFAULTS = {f.name: f.default for f in fields(Settings)}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
-from labstack.compose.env import ENV_FILE, ensure_env
+from labstack.compose.env import ENV_FILE, ensure_env, project_dir
 from labstack.compose.project import Project, project_from_env, up_notebook
 from labstack.compose.project import down as compose_down
 from labstack.engine import connect, image_or_none
@@ -14,12 +14,15 @@ from labstack.gpu import gpu_preflight
 from labstack.matrix import load_matrix
 
 
-def env(framework: str, new_token: bool = False) -> None:
+def env(framework: str, new_token: bool = False, project_setting: str = "") -> None:
+    project = project_dir(project_setting)
     matrix = load_matrix()
     image = matrix.image(framework, "cpu")
     built = image_or_none(connect(), layer_ref(image, "lab"))
-    values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None)
+    values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None, project=project)
     print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
+    if "PROJECT_DIR" in values:
+        print(f"PROJECT_DIR={values['PROJECT_DIR']} (mounted at /work)")
     if not built:
         print(f"{values['TRAIN_IMAGE']} is not built yet: `invoke build --framework {framework}`")
 
@@ -28,15 +31,19 @@ def data(folder: str | None = None, **action: bool) -> None:
     data_helper(folder, **action)
 
 
-def up(framework: str, variant: str, project: str | None = None, env_file: str | None = None) -> None:
-    """Start the notebook on the CPU or (after the GPU preflight) the CUDA image; print its URL."""
+def up(
+    framework: str, variant: str, project: str | None = None, env_file: str | None = None, project_setting: str = ""
+) -> None:
+    """Start the notebook on the CPU or (after the GPU preflight) the CUDA image; print its URL. `project` is the
+    compose project's name; `project_setting` the lab's folder, written to .env if this writes it."""
+    folder = project_dir(project_setting)
     matrix = load_matrix()
     image = matrix.image(framework, variant)
     if variant == "cuda":
         gpu_preflight(connect(), image, matrix)
     env_path = Path(env_file) if env_file else ENV_FILE
     compose_project = Project(project_from_env(env_path, project), env_path, gpu=variant == "cuda")
-    print(up_notebook(matrix, framework, variant, compose_project))
+    print(up_notebook(matrix, framework, variant, compose_project, folder))
 
 
 def down(project: str | None = None, env_file: str | None = None) -> None:

@@ -16,8 +16,9 @@ from labstack.matrix import Matrix
 ENV_FILE = ROOT / ".env"
 NOTEBOOK_PORT = 8888
 TOKEN_BYTES = 24
-# The folders the services mount; created by `invoke env` so that they belong to you, not to root.
-FOLDERS = {"DATA_DIR": "data", "RUNS_DIR": "runs", "NOTEBOOK_DIR": "notebooks"}
+# The folders the services mount; created by `invoke env` so that they belong to you, not to root. The project
+# folder (PROJECT_DIR, at /work) is the lab's own: never created or handed over, only checked.
+FOLDERS = {"DATA_DIR": "data", "RUNS_DIR": "runs"}
 ENV_HEADER = (
     "# Written by `invoke env` from images/matrix.toml; read by docker compose (and `invoke up-cpu/up-gpu`).\n"
     "# Edit freely: `invoke env` keeps JUPYTER_TOKEN (unless --new-token) and rewrites the rest.\n"
@@ -49,6 +50,17 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
     return parse_env(path.read_text()) if path.is_file() else {}
 
 
+def project_dir(setting: str, root: Path = ROOT) -> Path | None:
+    """The `labstack.project` setting as the absolute folder .env names (compose would read a relative PROJECT_DIR
+    from compose/, not from where you stand), relative to the checkout; it must exist. None when it is not set."""
+    if not setting:
+        return None
+    folder = (root / Path(setting).expanduser()).resolve()
+    if not folder.is_dir():
+        raise BadInput(f"the labstack.project setting names {folder}, which is not a folder: create it, or fix it")
+    return folder
+
+
 def env_values(
     matrix: Matrix,
     framework: str,
@@ -59,8 +71,10 @@ def env_values(
     token: str | None = None,
     image_id: str | None = None,
     port: int = NOTEBOOK_PORT,
+    project: Path | None = None,
 ) -> dict[str, str]:
-    """Everything .env sets: who owns files in the mounts, which images (from the matrix), the notebook."""
+    """Everything .env sets: who owns files in the mounts, which images (from the matrix), the notebook, and the
+    project folder when the lab set one (else compose mounts the folder it runs from)."""
     image = matrix.image(framework, "cpu")
     values = {
         "COMPOSE_PROJECT_NAME": default_project(root),
@@ -74,6 +88,8 @@ def env_values(
         "JUPYTER_TOKEN": token or secrets.token_hex(TOKEN_BYTES),
     }
     values |= {key: str(root / folder) for key, folder in FOLDERS.items()}
+    if project:
+        values["PROJECT_DIR"] = str(project)
     return values
 
 
@@ -106,14 +122,20 @@ def make_folders(values: dict[str, str]) -> list[Path]:
 
 
 def ensure_env(
-    matrix: Matrix, framework: str, path: Path = ENV_FILE, *, new_token: bool = False, image_id: str | None = None
+    matrix: Matrix,
+    framework: str,
+    path: Path = ENV_FILE,
+    *,
+    new_token: bool = False,
+    image_id: str | None = None,
+    project: Path | None = None,
 ) -> dict[str, str]:
     """(Re)write .env for `framework`, keeping the existing notebook token and port unless told otherwise."""
     old = read_env(path)
     token = None if new_token else old.get("JUPYTER_TOKEN") or None
     port = int(old.get("NOTEBOOK_PORT") or NOTEBOOK_PORT)
     uid, gid = container_user(os.getuid(), os.getgid(), matrix)
-    values = env_values(matrix, framework, uid=uid, gid=gid, token=token, image_id=image_id, port=port)
+    values = env_values(matrix, framework, uid=uid, gid=gid, token=token, image_id=image_id, port=port, project=project)
     write_env(path, values)
     make_folders(values)
     if os.getuid() == 0:

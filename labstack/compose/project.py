@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,17 @@ def notebook_url(values: dict[str, str]) -> str:
     return f"http://{host}:{values.get('NOTEBOOK_PORT') or NOTEBOOK_PORT}/lab?token={values['JUPYTER_TOKEN']}"
 
 
-def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project) -> str:
+def project_folder(values: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> Path:
+    """The folder compose mounts at /work: `${PROJECT_DIR:-${PWD:-..}}` in compose/compose.yaml, where a variable
+    of the environment beats .env's and a relative path is relative to compose/."""
+
+    def variable(name: str) -> str:
+        return environ[name] if name in environ else values.get(name, "")
+
+    return (COMPOSE_FILE.parent / (variable("PROJECT_DIR") or variable("PWD") or "..")).resolve()
+
+
+def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project, project_dir: Path | None = None) -> str:
     """Build (cached) the notebook image, start it with `--wait` (healthy = answers with its token), return its URL.
     The GPU preflight happens before this is called."""
     check_compose()
@@ -103,7 +114,7 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project) 
     if not values.get("JUPYTER_TOKEN"):
         if project.env_file != ENV_FILE:
             raise BadInput(f"{project.env_file} has no JUPYTER_TOKEN: run `invoke env`")
-        values = ensure_env(matrix, framework)
+        values = ensure_env(matrix, framework, project=project_dir)
         print(f"wrote {ENV_FILE.name} (UID/GID, images, a new notebook token)")
     build_layer(matrix, image, NOTEBOOK)
     ref = layer_ref(image, NOTEBOOK.name)
@@ -117,7 +128,8 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project) 
             f"the notebook did not become healthy (docker compose exit {result.returncode}): see "
             f"`{shell_line(logs, {})}`, then `invoke down`"
         )
-    print(f"notebook on {ref} healthy after {time.monotonic() - started:.0f} s", file=sys.stderr)
+    seconds = time.monotonic() - started
+    print(f"notebook on {ref} healthy after {seconds:.0f} s; /work is {project_folder(values)}", file=sys.stderr)
     return notebook_url(values)
 
 

@@ -69,19 +69,35 @@ class Stack:
     env_file: Path
     runs: Path
     values: dict
+    project: Path
 
-    def compose(self, *args: str, env: dict | None = None, timeout: float = COMMAND_TIMEOUT, check: bool = False):
-        """`docker compose ARGS` from the repository root, as a user types it (root compose.yaml, no -f)."""
-        command = ["docker", "compose", "--project-name", self.name, "--env-file", str(self.env_file), *args]
+    def compose(
+        self,
+        *args: str,
+        env: dict | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = False,
+        cwd: Path = ROOT,
+    ):
+        """`docker compose ARGS` as a user types it: from the repository root (root compose.yaml, no -f), or from
+        another folder `cwd` with `--file` naming the root compose.yaml; PWD is `cwd`, as a shell sets it."""
+        files = [] if cwd == ROOT else ["--file", str(ROOT / "compose.yaml")]
+        command = ["docker", "compose", "--project-name", self.name, "--env-file", str(self.env_file), *files, *args]
         result = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PWD": str(cwd), **(env or {})},
         )
         if check:
             assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
         return result
 
-    def train(self, *args: str, env: dict | None = None, timeout: float = COMMAND_TIMEOUT, check: bool = True):
-        return self.compose("run", "--rm", "train", *args, env=env, timeout=timeout, check=check)
+    def train(self, *args: str, check: bool = True, **options):
+        """`docker compose run --rm train ARGS`; the options of `compose`, but a failure fails the test by default."""
+        return self.compose("run", "--rm", "train", *args, check=check, **options)
 
     def metrics(self, run: str) -> list[dict]:
         path = self.runs / run / "metrics.jsonl"
@@ -94,17 +110,18 @@ class Stack:
 
 @pytest.fixture
 def stack(images, learnable_data, tmp_path):
-    """A fresh project: TRAIN_IMAGE is the torch CPU image, runs/ belongs to the test UID; always torn down."""
+    """A fresh project: TRAIN_IMAGE is the torch CPU image, runs/ and the lab's project folder (PROJECT_DIR)
+    belong to the test UID; always torn down."""
     runs = tmp_path / "runs"
-    notebooks = tmp_path / "notebooks"
-    for folder in (runs, notebooks):
+    project = tmp_path / "project"
+    for folder in (runs, project):
         folder.mkdir()
         os.chown(folder, TEST_UID, TEST_GID)
-    values = env_values(MATRIX, "torch", uid=TEST_UID, gid=TEST_GID, port=free_port())
-    values |= {"DATA_DIR": str(learnable_data), "RUNS_DIR": str(runs), "NOTEBOOK_DIR": str(notebooks)}
+    values = env_values(MATRIX, "torch", uid=TEST_UID, gid=TEST_GID, port=free_port(), project=project)
+    values |= {"DATA_DIR": str(learnable_data), "RUNS_DIR": str(runs)}
     name = f"labstack-e2e-{SESSION}-{uuid.uuid4().hex[:6]}"
     values["COMPOSE_PROJECT_NAME"] = name
-    stack = Stack(name, write_env(tmp_path / "test.env", values), runs, values)
+    stack = Stack(name, write_env(tmp_path / "test.env", values), runs, values, project)
     try:
         yield stack
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -177,6 +178,9 @@ def test_up_cpu_serves_the_notebook_with_its_token_only(stack, images):
     )[0]
     assert ps["State"]["Health"]["Status"] == "healthy"
     assert ps["Config"]["User"] == f"{TEST_UID}:{TEST_GID}"
+    # JupyterLab's root is the lab's project folder, the /work of the train service too; the task says which.
+    assert {m["Destination"]: m["Source"] for m in ps["Mounts"]}["/work"] == str(stack.project)
+    assert ps["Config"]["WorkingDir"] == "/work" and f"/work is {stack.project}" in result.stderr
     bindings = ps["HostConfig"]["PortBindings"]["8888/tcp"]
     assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
     assert not ps["HostConfig"]["Privileged"] and ps["HostConfig"]["IpcMode"] != "host"
@@ -221,15 +225,174 @@ def test_defaults_without_env_file_resolve_to_the_checkout_and_the_matrix(tmp_pa
 
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    for name in ("LABSTACK_REPOSITORY", "TRAIN_IMAGE", "DATA_DIR", "RUNS_DIR", "UID", "GID"):
+    for name in ("LABSTACK_REPOSITORY", "TRAIN_IMAGE", "DATA_DIR", "RUNS_DIR", "PROJECT_DIR", "TRAIN_NETWORK", "UID",
+                 "GID"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-    out = subprocess.run(
-        ["docker", "compose", "--env-file", str(empty), "--profile", "notebook", "config", "--format", "json"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    services = json.loads(out)["services"]
+    monkeypatch.setenv("PWD", str(ROOT))
+    services = compose_config(empty, [ROOT / "compose.yaml"], ROOT, dict(os.environ))
     train = services["train"]
-    assert {v["source"] for v in train["volumes"]} == {str(ROOT / "data"), str(ROOT / "runs")}
+    assert {v["source"]: v["target"] for v in train["volumes"]} == {
+        str(ROOT): "/work",
+        str(ROOT / "data"): "/data",
+        str(ROOT / "runs"): "/runs",
+    }
     assert train["image"] == layer_ref(load_matrix().image("torch", "cpu"), "lab")
     assert train["user"] == "1000:1000" and train["network_mode"] == "none"
     assert services["notebook"]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def compose_config(env_file: Path, files: list[Path], cwd: Path, environ: dict) -> dict:
+    """The services as `docker compose config` resolves them, run from `cwd` with exactly `environ`."""
+    command = ["docker", "compose", "--env-file", str(env_file), *[w for f in files for w in ("--file", str(f))]]
+    out = subprocess.run(
+        [*command, "--profile", "notebook", "config", "--format", "json"],
+        cwd=cwd, capture_output=True, text=True, check=True, env=environ,
+    ).stdout  # fmt: skip
+    return json.loads(out)["services"]
+
+
+def work_mount(service: dict) -> dict:
+    return next(v for v in service["volumes"] if v["target"] == "/work")
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu-overlay"])
+def test_project_folder_is_the_configured_one_else_where_compose_runs(tmp_path, gpu):
+    from labstack import ROOT
+
+    files = [ROOT / "compose.yaml"] + ([ROOT / "compose" / "compose.gpu.yaml"] if gpu else [])
+    here, configured = tmp_path / "here", tmp_path / "configured"
+    here.mkdir()
+    env_file = tmp_path / "test.env"
+    environ = {k: v for k, v in os.environ.items() if k not in ("PWD", "PROJECT_DIR")}
+
+    def sources(env_text: str, **extra: str) -> set[str]:
+        env_file.write_text(env_text)
+        services = compose_config(env_file, files, here, environ | extra)
+        for name in ("train", "notebook"):
+            assert services[name]["working_dir"] == "/work"
+            assert work_mount(services[name])["bind"].get("create_host_path") is not True
+        return {work_mount(services[name])["source"] for name in ("train", "notebook")}
+
+    assert sources("", PWD=str(here)) == {str(here)}
+    assert sources(f"PROJECT_DIR={configured}\n", PWD=str(here)) == {str(configured)}
+    assert sources(f"PROJECT_DIR={configured}\n", PWD=str(here), PROJECT_DIR=str(here)) == {str(here)}
+    assert sources("") == {str(ROOT)}, "PWD unset: the checkout"
+
+
+# The lab's own code: the project folder at /work, any command, SIGTERM, the network switch.
+
+MY_TRAIN = """\
+import json, os, pathlib, sys
+out = pathlib.Path("out")
+out.mkdir(exist_ok=True)
+(out / "result.json").write_text(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "uid": os.getuid()}))
+print("my_train done")
+"""
+
+
+def test_own_script_runs_in_the_folder_compose_runs_from_and_writes_as_the_user(stack, images):
+    (stack.project / "my_train.py").write_text(MY_TRAIN)
+    # No PROJECT_DIR: the folder `docker compose` runs from (PWD) is the project, as in a lab's own checkout.
+    result = stack.train("python", "my_train.py", "--epochs", "3", cwd=stack.project, env={"PROJECT_DIR": ""})
+    assert "my_train done" in result.stdout, result.stderr
+    written = stack.project / "out" / "result.json"
+    assert json.loads(written.read_text()) == {"argv": ["--epochs", "3"], "cwd": "/work", "uid": TEST_UID}
+    for path in (written.parent, written):
+        assert (path.stat().st_uid, path.stat().st_gid) == (TEST_UID, TEST_GID), path
+
+
+def test_the_configured_project_folder_wins_over_the_current_one(stack, images, tmp_path):
+    (stack.project / "my_train.py").write_text(MY_TRAIN)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stack.train("python", "my_train.py", cwd=elsewhere)
+    assert (stack.project / "out" / "result.json").is_file() and not any(elsewhere.iterdir())
+
+
+def test_no_arguments_still_run_the_built_in_trainer(stack, images):
+    result = stack.train()
+    epochs = [m for m in stack.metrics("mnist-torch") if m["event"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3], result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "words"),
+    [
+        (["no-such-command"], 127, "no-such-command: no such command in the image"),
+        (["my_train.py", "--epochs", "3"], 127, "my_train.py is a file in /work, not a command: run it"),
+        (["./missing.sh"], 127, "./missing.sh: no such file"),
+    ],
+    ids=["unknown", "script-without-interpreter", "missing-file"],
+)
+def test_a_command_that_cannot_start_is_one_line(stack, images, command, code, words):
+    (stack.project / "my_train.py").write_text(MY_TRAIN)
+    result = stack.train(*command, check=False)
+    assert_one_line_error(result, words)
+    assert result.returncode == code and "tini" not in result.stderr
+
+
+def test_missing_project_folder_is_one_line_and_not_created(stack, images, tmp_path):
+    missing = tmp_path / "no-such-project"
+    result = stack.train("python", "my_train.py", check=False, env={"PROJECT_DIR": str(missing)})
+    lines = labstack_lines(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"bind source path does not exist: {missing}" in lines[0]
+    assert not missing.exists()
+
+
+CHECKPOINT_ON_SIGTERM = """\
+import pathlib, signal, sys, time
+
+step = 0
+
+def checkpoint(signum, frame):
+    time.sleep(1)  # a real checkpoint takes a while: well inside the grace period
+    tmp = pathlib.Path("checkpoint.tmp")
+    tmp.write_text(f"step {step}")
+    tmp.replace("checkpoint.txt")
+    sys.exit(128 + signum)
+
+signal.signal(signal.SIGTERM, checkpoint)
+pathlib.Path("started").touch()
+while True:
+    step += 1
+    time.sleep(0.01)
+"""
+GRACE_S = 30
+
+
+@pytest.mark.parametrize("how", ["docker stop", "docker compose down --remove-orphans"])
+def test_sigterm_reaches_the_lab_script_which_checkpoints_within_the_grace_period(stack, images, how):
+    (stack.project / "trap.py").write_text(CHECKPOINT_ON_SIGTERM)
+    name = f"{stack.name}-own"
+    env = {"STOP_GRACE_PERIOD": f"{GRACE_S}s"}
+    stack.compose("run", "--detach", "--name", name, "train", "python", "trap.py", env=env, check=True)
+    wait_for(lambda: (stack.project / "started").exists(), 60, "the script to start")
+    assert container_state(name)["Running"]
+    inspect = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, check=True).stdout)[0]
+    assert inspect["Config"]["StopTimeout"] == GRACE_S  # so a signal that never arrived would cost GRACE_S
+    started = time.monotonic()
+    if how == "docker stop":
+        subprocess.run(["docker", "stop", name], capture_output=True, check=True, timeout=GRACE_S + 30)
+    else:
+        stack.compose("down", "--remove-orphans", check=True, timeout=GRACE_S + 30)
+    seconds = time.monotonic() - started
+    checkpoint = stack.project / "checkpoint.txt"
+    assert checkpoint.is_file(), f"no checkpoint after {seconds:.1f} s: the script did not get SIGTERM"
+    assert checkpoint.read_text().startswith("step ") and checkpoint.stat().st_uid == TEST_UID
+    assert 1 <= seconds < GRACE_S / 2, f"stopped after {seconds:.1f} s, not soon after the 1 s checkpoint"
+    if how == "docker stop":
+        assert container_state(name)["ExitCode"] == 143
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def interfaces(stack, env: dict) -> list[str]:
+    command = ["python", "-c", "import os; print(' '.join(sorted(os.listdir('/sys/class/net'))))"]
+    return stack.train(*command, env=env).stdout.split()
+
+
+def test_train_has_no_network_unless_turned_on(stack, images, monkeypatch):
+    monkeypatch.delenv("TRAIN_NETWORK", raising=False)
+    assert interfaces(stack, {}) == ["lo"]
+    with_network = interfaces(stack, {"TRAIN_NETWORK": "bridge"})
+    assert "lo" in with_network and len(with_network) > 1, with_network

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import re
 import stat
+from pathlib import Path
 
 import pytest
 
 from labstack import ROOT
 from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
-from labstack.compose.env import container_user, default_project, env_values, parse_env, read_env, write_env
-from labstack.compose.project import COMPOSE_FILE, GPU_FILE, Project, notebook_url, shell_line
+from labstack.compose.env import (
+    container_user,
+    default_project,
+    env_values,
+    parse_env,
+    project_dir,
+    read_env,
+    write_env,
+)
+from labstack.compose.project import COMPOSE_FILE, GPU_FILE, Project, notebook_url, project_folder, shell_line
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
 
@@ -54,6 +63,19 @@ def test_no_unsafe_defaults():
     assert '"${NOTEBOOK_BIND:-127.0.0.1}:' in code
 
 
+def test_train_has_no_network_unless_the_lab_turns_it_on():
+    code = "\n".join(line.split("#", 1)[0] for line in COMPOSE_TEXT.splitlines() + GPU_TEXT.splitlines())
+    assert re.findall(r"network_mode: .*", code) == ["network_mode: ${TRAIN_NETWORK:-none}"]
+
+
+def test_the_project_folder_is_never_created_by_docker():
+    code = "\n".join(line.split("#", 1)[0] for line in COMPOSE_TEXT.splitlines())
+    project = code[code.index("x-project:") : code.index("services:")]
+    assert "source: ${PROJECT_DIR:-${PWD:-..}}" in project and "target: /work" in project
+    assert "create_host_path: false" in project
+    assert "NOTEBOOK_DIR" not in code
+
+
 def test_gpu_overlay_holds_only_the_reservation_and_nvidia_settings():
     code = "\n".join(line.split("#", 1)[0] for line in GPU_TEXT.splitlines())
     keys = set(re.findall(r"^\s*([a-z_]+):", code, re.M))
@@ -74,6 +96,40 @@ def test_env_values_come_from_the_matrix(default_repository, tmp_path):
     assert (values["UID"], values["GID"], values["JUPYTER_TOKEN"]) == ("1234", "99", "t" * 48)
     assert values["RUNS_DIR"] == str(tmp_path / "My Lab" / "runs")
     assert values["COMPOSE_PROJECT_NAME"] == "mylab"
+
+
+def test_env_values_name_the_project_folder_only_when_the_lab_set_one(tmp_path):
+    assert "PROJECT_DIR" not in env_values(MATRIX, "torch", uid=1, gid=1, root=tmp_path)
+    values = env_values(MATRIX, "torch", uid=1, gid=1, root=tmp_path, project=tmp_path / "code")
+    assert values["PROJECT_DIR"] == str(tmp_path / "code")
+    assert "NOTEBOOK_DIR" not in values, "the notebook opens the project folder"
+
+
+def test_the_project_setting_becomes_an_absolute_existing_folder(tmp_path, monkeypatch):
+    (tmp_path / "code").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert project_dir("", tmp_path) is None
+    assert project_dir("code", tmp_path / "checkout" / "..") == tmp_path / "code"
+    assert project_dir("~/code", ROOT) == project_dir(str(tmp_path / "code")) == tmp_path / "code"
+    with pytest.raises(LabstackError) as err:
+        project_dir("missing", tmp_path)
+    assert err.value.code == 2 and f"names {tmp_path / 'missing'}, which is not a folder" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "environ", "expected"),
+    [
+        ({}, {"PWD": "/lab/code"}, "/lab/code"),
+        ({"PROJECT_DIR": "/lab/other"}, {"PWD": "/lab/code"}, "/lab/other"),
+        ({"PROJECT_DIR": "/lab/other"}, {"PWD": "/lab/code", "PROJECT_DIR": "/lab/mine"}, "/lab/mine"),
+        ({"PROJECT_DIR": "/lab/other"}, {"PWD": "/lab/code", "PROJECT_DIR": ""}, "/lab/code"),
+        ({}, {}, str(ROOT)),
+        ({"PROJECT_DIR": "code"}, {}, str(ROOT / "compose" / "code")),
+    ],
+    ids=["pwd", "env-file", "variable-beats-env-file", "empty-variable", "nothing-set", "relative-to-compose"],
+)
+def test_project_folder_is_what_compose_mounts(values, environ, expected):
+    assert project_folder(values, environ) == Path(expected)
 
 
 def test_env_values_follow_labstack_repository(monkeypatch):

@@ -18,6 +18,7 @@ MATRIX = load_matrix()
 mnist = payload.load("mnist")
 notebook = payload.load("notebook")
 train = payload.load("train")
+entrypoint = payload.load("entrypoint")
 
 
 def test_idx_round_trip():
@@ -184,6 +185,83 @@ def test_unwritable_runs_folder(tmp_path):
             train.check_writable(tmp_path)
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], [sys.executable, str(entrypoint.TRAINER)]),
+        (["--synthetic", "--epochs", "1"], [sys.executable, str(entrypoint.TRAINER), "--synthetic", "--epochs", "1"]),
+        (["-h"], [sys.executable, str(entrypoint.TRAINER), "-h"]),
+        (["python", "my_train.py", "--epochs", "3"], ["python", "my_train.py", "--epochs", "3"]),
+        (["bash", "-c", "echo $HOME; rm -rf /"], ["bash", "-c", "echo $HOME; rm -rf /"]),
+    ],
+    ids=["nothing", "options", "help", "command", "no-shell-of-ours"],
+)
+def test_options_go_to_the_built_in_trainer_anything_else_is_the_command(argv, expected):
+    assert entrypoint.command_for(argv) == expected
+    assert payload.path("train") == entrypoint.TRAINER
+
+
+def failing(err):
+    def execvp(file, args):
+        raise err
+
+    return execvp
+
+
+@pytest.mark.parametrize(
+    ("argv", "err", "code", "words"),
+    [
+        (["no-such-command"], FileNotFoundError(2, "x"), 127, "no-such-command: no such command in the image"),
+        (["my_train.py"], FileNotFoundError(2, "x"), 127, "my_train.py is a file in {cwd}, not a command: run it"),
+        (["./gone.sh"], FileNotFoundError(2, "x"), 127, "./gone.sh: no such file (the working folder {cwd} is"),
+        (["./my_train.py"], PermissionError(13, "x"), 126, "./my_train.py: permission denied: `chmod +x"),
+        (["sub"], PermissionError(13, "x"), 126, "sub is a folder, not a command"),
+        (["./plain.sh"], OSError(8, "Exec format error"), 126, "./plain.sh is not a program (no #! line?)"),
+        (["big"], OSError(7, "Argument list too long"), 126, "cannot run big: Argument list too long"),
+    ],
+    ids=["unknown", "script-without-interpreter", "missing-file", "not-executable", "folder", "no-shebang", "other"],
+)
+def test_a_command_that_cannot_start_is_one_line_with_the_shells_code(tmp_path, monkeypatch, capsys, argv, err, code,
+                                                                      words):  # fmt: skip
+    (tmp_path / "my_train.py").write_text("print('hi')\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert entrypoint.main(argv, execvp=failing(err)) == code
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labstack: " + words.format(cwd=tmp_path)), lines
+
+
+def run_entrypoint(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, str(payload.path("entrypoint")), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_command_replaces_the_entrypoint_process_so_signals_reach_it():
+    child = subprocess.Popen(
+        [sys.executable, str(payload.path("entrypoint")), sys.executable, "-c", "import os; print(os.getpid())"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and int(out) == child.pid
+
+
+def test_options_reach_the_real_trainer():
+    result = run_entrypoint("--help")
+    assert result.returncode == 0 and "--synthetic" in result.stdout and "--epochs" in result.stdout
+
+
+def test_real_failures_are_one_line(tmp_path):
+    script = tmp_path / "plain.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    for args, code in ((["no-such-command-xyz"], 127), (["./plain.sh"], 126), (["./missing.sh"], 127)):
+        result = run_entrypoint(*args, cwd=tmp_path)
+        lines = result.stderr.splitlines()
+        assert result.returncode == code and len(lines) == 1 and lines[0].startswith("labstack: "), result.stderr
 
 
 def test_notebook_token_rules():

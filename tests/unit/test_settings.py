@@ -55,3 +55,16 @@ def test_a_configured_framework_is_the_default_of_the_one_framework_tasks(tmp_pa
     config.write_text("labstack:\n  framework: jax\n")
     result = run_invoke("-f", str(config), "up-cpu")
     assert result.returncode == 2 and "unknown framework jax" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("task", ["env", "up-cpu"])
+def test_a_configured_project_folder_must_exist_before_anything_is_written(tmp_path, task):
+    config = tmp_path / "lab.yaml"
+    config.write_text(f"labstack:\n  project: {tmp_path / 'no-such-project'}\n")
+    env_file = ROOT / ".env"
+    before = env_file.read_bytes() if env_file.is_file() else None
+    result = run_invoke("-f", str(config), task)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "labstack.project" in lines[0] and "no-such-project, which is not a folder" in lines[0]
+    assert (env_file.read_bytes() if env_file.is_file() else None) == before
