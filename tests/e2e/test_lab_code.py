@@ -60,7 +60,7 @@ def torchvision_data(learnable_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torch_lab_with_torchvision(request) -> str:
+def torchvision_lab(request) -> str:
     """The torch lab image whose lock holds torchvision: the CPU one where PyTorch's CPU index was reachable when
     it was locked, else the CUDA one (which runs on CPU here)."""
     cpu = MATRIX.image("torch", "cpu")
@@ -74,12 +74,10 @@ def torch_lab_with_torchvision(request) -> str:
     return layer_ref(cuda, LAB.name)
 
 
-def test_pytorch_mnist_with_torchvision_runs_unchanged(
-    stack, images, project, torchvision_data, torch_lab_with_torchvision
-):
+def test_pytorch_mnist_with_torchvision_runs_unchanged(stack, images, project, torchvision_data, torchvision_lab):
     result = stack.train(
         "python", "mnist_torchvision.py", "--epochs", "1", "--workers", "2", "--save-model",
-        env={"TRAIN_IMAGE": torch_lab_with_torchvision, "DATA_DIR": str(torchvision_data)},
+        env={"TRAIN_IMAGE": torchvision_lab, "DATA_DIR": str(torchvision_data)},
     )  # fmt: skip
     accuracy = re.findall(r"accuracy \d+/\d+ \(([\d.]+)%\)", result.stdout)
     assert accuracy and float(accuracy[-1]) / 100 >= TARGET_ACCURACY, result.stdout[-2000:]
