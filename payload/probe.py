@@ -3,10 +3,11 @@
 
     python3 probe.py nvml|torch|tensorflow|cpu|threads|shm|all [...]
 
-Runs inside a labstack image (/opt/labstack/payload/probe.py), on a bare host, or over ssh as
-`python3 -c "$(cat probe.py)" nvml`; payload/manifest.py records its framework probe at build time. Standard
-library only, apart from the library a probe is about. A probe never raises: what cannot be found is reported
-with the reason ({"available": false, "reason": ...}).
+Runs inside a labstack image (/opt/labstack/payload/probe.py), on a bare host beside threads.py, or over ssh
+as `python3 -c TEXT nvml` with TEXT from labstack.payload.standalone("probe"), which carries threads.py along;
+payload/manifest.py records its framework probe at build time. Standard library only, apart from the library a
+probe is about. A probe never raises: what cannot be found is reported with the reason ({"available": false,
+"reason": ...}).
 Assertions happen on the host, in pytest; this script only reports.
 """
 
