@@ -1,12 +1,15 @@
-"""The thread rule: under a CPU limit the framework's pools fit the limit, the user's own variables win, and
-without a limit nothing is forced. Each case starts a container of the image with that limit (issue 10)."""
+"""The thread rule: under a CPU limit the framework's pools fit the limit, and so do those of the lab image's
+stack (numpy, scipy, scikit-learn); the user's own variables win; without a limit nothing is forced. Each
+case starts a container of the image with that limit (issue 10)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from labstack import payload
-from labstack.validate.checks.image.conftest import run_payload
+from labstack.validate.checks.image.conftest import COMMAND_TIMEOUT, run_payload
 
 VARIABLES = list(payload.load("threads").VARIABLES)
 LIMITS = {
@@ -62,3 +65,24 @@ def test_without_a_limit_nothing_is_forced(client, image):
     assert seen["environment"] == dict.fromkeys(VARIABLES), seen["environment"]
     pools = seen[image.framework]
     assert pools["intra_op"] == seen["affinity_cpus"], pools
+
+
+# Every thread pool the lab stack loads, as threadpoolctl (a scikit-learn dependency) finds them.
+LAB_POOLS = (
+    "import json, numpy, scipy.linalg, sklearn.cluster, threadpoolctl; "
+    "print(json.dumps([(p['internal_api'], p['prefix'], p['num_threads']) for p in threadpoolctl.threadpool_info()]))"
+)
+
+
+def test_under_a_cpu_limit_every_pool_of_the_lab_stack_has_one_thread(client, image, lab_built):
+    if image.name not in lab_built:
+        pytest.skip(f"no lab image of {image.name} here: `invoke build --framework {image.framework}` builds it")
+    if client.info()["NCPU"] < 2:
+        pytest.skip("the Docker host has 1 CPU: a 1-CPU limit equals it, so nothing is set")
+    out = client.containers.run(
+        lab_built[image.name], ["timeout", str(COMMAND_TIMEOUT), "python3", "-W", "ignore", "-c", LAB_POOLS],
+        network_mode="none", remove=True, stderr=False, nano_cpus=1_000_000_000,
+    )  # fmt: skip
+    pools = json.loads(out.decode().strip().splitlines()[-1])
+    assert any(api == "openblas" for api, _, _ in pools), pools
+    assert [pool for pool in pools if pool[2] != 1] == [], pools
