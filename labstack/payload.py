@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -42,8 +43,30 @@ def in_image(name: str) -> str:
 
 
 def source(name: str) -> str:
-    """The program's text, to run it from source on a host where nothing was copied (`python3 -c SOURCE`)."""
+    """The program's own text."""
     return path(name).read_text()
+
+
+def siblings(name: str) -> list[str]:
+    """The payload programs NAME imports (`import threads`), theirs first, each once."""
+    found: list[str] = []
+    for imported in re.findall(r"^(?:import|from) (\w+)", source(name), re.M):
+        if imported in programs() and imported not in found:
+            found += [n for n in [*siblings(imported), imported] if n not in found]
+    return found
+
+
+def standalone(name: str) -> str:
+    """The program as one text to run where nothing was copied (`python3 -c TEXT ARGS` over ssh): each payload
+    program it imports is made a module from its own text first, then the program runs as __main__."""
+    modules = [(sibling, source(sibling)) for sibling in siblings(name)]
+    return (
+        "import sys, types\n"
+        f"for _name, _text in {modules!r}:\n"
+        "    sys.modules[_name] = _module = types.ModuleType(_name)\n"
+        "    exec(compile(_text, _name + '.py', 'exec'), _module.__dict__)\n"
+        f"exec(compile({source(name)!r}, {path(name).name!r}, 'exec'), {{'__name__': '__main__'}})\n"
+    )
 
 
 def programs() -> list[str]:

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """labstack probes: print one JSON line saying what this machine or container has.
 
-    python3 probe.py nvml|torch|tensorflow|cpu|shm|all [...]
+    python3 probe.py nvml|torch|tensorflow|cpu|threads|shm|all [...]
 
-Runs inside a labstack image (/opt/labstack/payload/probe.py), on a bare host, or over ssh as
-`python3 -c "$(cat probe.py)" nvml`; payload/manifest.py records its framework probe at build time. Standard
-library only, apart from the library a probe is about. A probe never raises: what cannot be found is reported
-with the reason ({"available": false, "reason": ...}).
+Runs inside a labstack image (/opt/labstack/payload/probe.py), on a bare host beside threads.py, or over ssh
+as `python3 -c TEXT nvml` with TEXT from labstack.payload.standalone("probe"), which carries threads.py along;
+payload/manifest.py records its framework probe at build time. Standard library only, apart from the library a
+probe is about. A probe never raises: what cannot be found is reported with the reason ({"available": false,
+"reason": ...}).
 Assertions happen on the host, in pytest; this script only reports.
 """
 
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import json
 import os
 import platform
 import re
 import sys
+
+import threads  # the payload's CPU limit and thread rule, beside this file
 
 # What the image's build wrote about itself (payload/manifest.py).
 MANIFEST_DIR = "/opt/labstack/manifest"
@@ -194,18 +198,6 @@ def probe_tensorflow() -> dict:
     return info
 
 
-def _cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by the cgroup quota (docker run --cpus), None when unlimited."""
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = _read("/sys/fs/cgroup/cpu.max").split()  # cgroup v2
-        return None if quota == "max" else int(quota) / int(period)
-    with contextlib.suppress(OSError, ValueError):
-        quota = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))  # cgroup v1
-        period = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
-        return None if quota <= 0 else quota / period
-    return None
-
-
 def _max_clock_mhz() -> tuple[float | None, str]:
     """The CPU's maximum clock and where it was read from (cpufreq, else the current clock in /proc/cpuinfo)."""
     with contextlib.suppress(OSError, ValueError):
@@ -243,23 +235,74 @@ def probe_cpu() -> dict:
         found = re.search(rf"^{field}\s*:\s*(.+)$", text, re.M)
         value = found.group(1).strip() if found else None
         details[key] = int(value) if value and value.isdigit() else value
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    quota = _cgroup_cpu_limit()
-    usable = affinity if quota is None else max(1, min(affinity, int(quota + 0.5)))
+    limit = threads.cpu_limit()
     clock, clock_source = _max_clock_mhz()
     return {
         "model": model,
         "machine": platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "affinity_cpus": affinity,
-        "cgroup_cpu_limit": quota,
-        "usable_cpus": usable,
+        "logical_cpus": limit["cpu_count"],
+        "affinity_cpus": limit["affinity_cpus"],
+        "cgroup_cpu_limit": limit["cgroup_cpu_quota"],
+        "usable_cpus": limit["usable_cpus"],
         "max_clock_mhz": clock,
         "clock_source": clock_source,
         "isa": sorted(f for f in ISA_FLAGS if f in flags),
         "physical_cores": _physical_cores(),
         **details,
     }
+
+
+def _thread_names() -> dict[int, str]:
+    """This process's threads: id -> the name Linux holds for it (/proc/self/task/ID/comm)."""
+    names = {}
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError):
+                names[int(task)] = _read(f"/proc/self/task/{task}/comm").strip()
+    return names
+
+
+def _torch_pools() -> dict:
+    torch = quiet_import("torch")
+    # intra-op: the OpenMP pool its CPU kernels use; inter-op: torch.jit.fork's pool (no variable sizes it).
+    return {"available": True, "intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+
+
+def _tensorflow_pools() -> dict:
+    """The pools TensorFlow really started. tf.config.threading says 0 ("TensorFlow decides") unless Python set
+    a size, so count the threads its first CPU ops start instead: the inter-op pool's are named tf_Compute; the
+    intra-op pool's name (tf_numa_-1_Eigen) is longer than the 15 characters Linux keeps, so its threads keep
+    the process's own name."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = quiet_import("tensorflow")
+    before, own_name = _thread_names(), _read("/proc/self/comm").strip()
+    with tf.device("/CPU:0"):
+        x = tf.random.normal((64, 64))
+        tf.function(lambda a: tf.matmul(a, a))(tf.matmul(x, x))
+    started = [name for tid, name in _thread_names().items() if tid not in before]
+    return {
+        "available": True,
+        "intra_op": started.count(own_name),
+        "inter_op": started.count("tf_Compute"),
+        "config_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "config_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "started_threads": sorted(started),
+    }
+
+
+def probe_threads() -> dict:
+    """The CPU limit, the thread variables as this process sees them (after the images' startup hook), and the
+    pool sizes of whichever frameworks are installed."""
+    info = {**threads.cpu_limit(), "environment": {name: os.environ.get(name) for name in threads.VARIABLES}}
+    for name, pools in (("torch", _torch_pools), ("tensorflow", _tensorflow_pools)):
+        if importlib.util.find_spec(name) is None:
+            info[name] = {"available": False, "reason": f"{name} is not installed for this Python"}
+            continue
+        try:
+            info[name] = pools()
+        except Exception as err:
+            info[name] = {"available": False, "reason": f"{type(err).__name__}: {err}"}
+    return info
 
 
 def probe_shm() -> dict:
@@ -289,6 +332,7 @@ def _read_json(path: str):
 PROBES = {
     "system": probe_system,
     "cpu": probe_cpu,
+    "threads": probe_threads,
     "shm": probe_shm,
     "nvml": probe_nvml,
     "torch": probe_torch,

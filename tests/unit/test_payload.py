@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -57,3 +59,18 @@ def test_loading_a_program_and_its_importer_gives_one_module():
 def test_a_name_that_is_no_payload_program_is_refused():
     with pytest.raises(ValueError):
         payload.in_image("install-docker")
+
+
+def test_a_program_knows_the_payload_programs_it_imports_theirs_first():
+    assert payload.siblings("probe") == ["threads"]
+    assert payload.siblings("bench").index("threads") < payload.siblings("bench").index("probe")
+
+
+def test_a_standalone_program_runs_where_none_of_the_payload_was_copied(tmp_path):
+    """As the host checks run the probe over ssh: `python3 -c TEXT`, in a folder without its siblings."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", payload.standalone("probe"), "cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["usable_cpus"] >= 1

@@ -43,7 +43,7 @@ class Machine:
         self.python = sys.executable if target.scheme == "local" else "python3"
 
     def probe(self, name: str) -> dict:
-        return self.run_json(self.python, "-c", payload.source("probe"), name)
+        return self.run_json(self.python, "-c", payload.standalone("probe"), name)
 
     def run_json(self, *command: str, timeout: int = PROBE_TIMEOUT) -> dict:
         """Run a command that prints one JSON line; a failure is an assertion with its stderr."""

@@ -113,7 +113,7 @@ def test_gpu_matmul_on_the_host_matches_the_cpu(machine, host_nvml, framework):
     check = machine.run_json(
         machine.python,
         "-c",
-        payload.source("checks"),
+        payload.standalone("checks"),
         "matmul",
         "--framework",
         framework,
