@@ -16,6 +16,7 @@ import pytest
 from labstack import payload
 from labstack.build.images import build_images
 from labstack.build.layers import LAB, build_layer, layer_ref, read_layer_lock
+from labstack.validate.plugin import selected_images
 
 from .conftest import MATRIX, TEST_GID, TEST_UID
 
@@ -67,7 +68,7 @@ def torchvision_lab(request) -> str:
     if "torchvision" in {p.name for p in read_layer_lock(MATRIX, cpu, LAB).pins}:
         return layer_ref(cpu, LAB.name)
     cuda = MATRIX.image("torch", "cuda")
-    if request.config.getoption("--variant") not in ("cuda", "all"):
+    if cuda not in selected_images(request.config):
         pytest.skip("torchvision is in the torch CUDA lab image only here (see docs/lab.md): run with --variant all")
     build_images(MATRIX, [cuda])
     build_layer(MATRIX, cuda, LAB, parent_built=True)

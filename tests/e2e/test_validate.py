@@ -17,11 +17,14 @@ def collected_checks(image: str) -> set[str]:
         [sys.executable, "-m", "pytest", str(CHECKS_DIR / "image"), "--images", image, "--collect-only", "-q"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
-    return {
-        line.split("::")[-1].split("[")[0].removeprefix("test_")
-        for line in out.splitlines()
-        if "::" in line and "[NOTSET]" not in line
-    }
+    checks = set()
+    for line in out.splitlines():
+        if "::" not in line or "[NOTSET]" in line:
+            continue
+        name, _, ids = line.split("::")[-1].removeprefix("test_").partition("[")
+        others = ids.rstrip("]").replace(image, "").strip("-")  # the report keeps a check's other parameters
+        checks.add(f"{name}[{others}]" if others else name)
+    return checks
 
 
 def test_gpu_skip_runs_every_image_check_and_they_pass(images, tmp_path):
