@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from labstack import ROOT
+from labstack import ROOT, payload
 from labstack.build.labadd import parse_new, with_packages
 from labstack.build.layers import (
     LAB,
@@ -193,3 +193,22 @@ def test_invoke_lab_add_refuses_a_framework_pin_change_in_one_line_and_changes_n
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("labstack: ") and "protobuf" in lines[0]
     assert {path: path.read_text() for path in before} == before
+
+
+layer_program = payload.load("layer")
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [("scikit-learn==1.9.1", "scikit-learn"), ("PyYAML>=6", "pyyaml"), ("torchvision===0.28.0", "torchvision"),
+     ("tensorflow[and-cuda]==2.21.0", "tensorflow"), ("typing_extensions", "typing-extensions")],
+)  # fmt: skip
+def test_the_in_image_check_reads_the_distribution_a_requirement_names(line, name):
+    assert layer_program.requirement_name(line) == name
+
+
+def test_the_in_image_check_finds_a_distributions_modules_and_reports_what_does_not_import():
+    assert "packaging" in layer_program.modules_of("packaging")
+    imported, problems = layer_program.import_problems(["packaging", "no-such-distribution-here"])
+    assert imported == {"packaging": layer_program.modules_of("packaging")}
+    assert problems == ["no-such-distribution-here is not installed"]
