@@ -35,3 +35,9 @@ class BadInput(LabstackError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, ExitCode.BAD_INPUT)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of another library's message, for our one line (packaging, for one, adds a caret line)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -23,7 +23,7 @@ from labstack.build.layers import (
 )  # fmt: skip
 from labstack.build.lock import compile_requirements, parse_lock
 from labstack.build.pipconf import PipSources
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, first_line
 from labstack.matrix import MATRIX_PATH, Matrix, load_matrix, parse_matrix
 
 SECTION = re.compile(r"^\[lab\][ \t]*$", re.MULTILINE)
@@ -34,7 +34,7 @@ def parse_new(text: str, matrix: Matrix) -> Requirement:
     try:
         requirement = Requirement(text)
     except InvalidRequirement as err:
-        raise BadInput(f"{text!r} is not a package requirement (NAME or NAME==VERSION): {err}") from None
+        raise BadInput(f"{text!r} is not a package requirement (NAME or NAME==VERSION): {first_line(err)}") from None
     if requirement.url or requirement.marker:
         raise BadInput(f"{text}: give a package from an index (NAME or NAME==VERSION), without a URL or marker")
     name = canonicalize_name(requirement.name)

@@ -37,7 +37,7 @@ from labstack.build.lock import (
 from labstack.build.pipconf import PipSources
 from labstack.build.wheelhouse import ensure_wheels, sync_dir
 from labstack.engine import connect, docker_build
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, first_line
 from labstack.matrix import Image, Matrix
 
 MISSING_MARKER = "# labstack-missing: "
@@ -155,7 +155,7 @@ def check_requirements(image: Image, layer: Layer, wanted: tuple[str, ...], belo
         try:
             requirement = Requirement(text)
         except InvalidRequirement as err:
-            raise BadInput(f"{layer.name} requirement {text!r} is not a valid requirement: {err}") from None
+            raise BadInput(f"{layer.name} requirement {text!r} is not a valid requirement: {first_line(err)}") from None
         name = canonicalize_name(requirement.name)
         if name in installed and not requirement.specifier.contains(installed[name], prereleases=True):
             raise BadInput(

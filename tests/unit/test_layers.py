@@ -183,6 +183,16 @@ def test_lab_add_refuses_what_is_listed_already_or_is_not_a_requirement():
         parse_new("seaborn @ https://example.org/seaborn.whl", MATRIX)
 
 
+def test_a_bad_requirement_is_refused_in_one_line():
+    """packaging's own message spans three lines (the text and a caret under it): only its first is kept."""
+    with pytest.raises(BadInput) as err:
+        parse_new("seaborn>>1", MATRIX)
+    assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(BadInput) as err:
+        check_requirements(MATRIX.image("torch", "cpu"), LAB, ("numpy=>1",), [])
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_invoke_lab_add_refuses_a_framework_pin_change_in_one_line_and_changes_nothing():
     before = {path: path.read_text() for path in [MATRIX_PATH, *(lockfile(i, LAB) for i in MATRIX.images)]}
     result = subprocess.run(
