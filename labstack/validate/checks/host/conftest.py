@@ -16,7 +16,7 @@ import testinfra
 
 from labstack import payload
 from labstack.gpu import nvml_problem
-from labstack.hosts import SSH_OPTIONS, Host, parse_hosts
+from labstack.hosts import SSH_OPTIONS, Host, parse_hosts, ssh_config
 from labstack.validate.plugin import ENVIRONMENT, apply_gpu_gate
 
 PROBE_TIMEOUT = 120
@@ -35,7 +35,7 @@ class Machine:
         self.target = target
         self.host = testinfra.get_host(
             target.spec,
-            ssh_config=config.getoption("--ssh-config", None),
+            ssh_config=config.getoption("--ssh-config", None) or ssh_config(),
             ssh_identity_file=config.getoption("--ssh-identity-file", None),
             ssh_extra_args=" ".join(SSH_OPTIONS),
         )
