@@ -35,7 +35,7 @@ class Machine:
         self.target = target
         self.host = testinfra.get_host(
             target.spec,
-            ssh_config=config.getoption("--ssh-config", None) or ssh_config(),
+            ssh_config=config.getoption("--ssh-config", None) or (ssh_config() if target.scheme == "ssh" else None),
             ssh_identity_file=config.getoption("--ssh-identity-file", None),
             ssh_extra_args=" ".join(SSH_OPTIONS),
         )
