@@ -3,9 +3,13 @@ container still running, and removes their bridges and folders; the main daemon'
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
+import time
 
-from tests.e2e.labhosts import LabHosts, processes_naming
+import pytest
+
+from tests.e2e.labhosts import LabHost, LabHostError, LabHosts, processes_naming
 
 
 def test_closing_a_simulated_host_leaves_no_process_bridge_mount_or_folder(os_image):
@@ -24,3 +28,17 @@ def test_closing_a_simulated_host_leaves_no_process_bridge_mount_or_folder(os_im
         assert str(lab.folder) not in mounts.read()
     assert not lab.folder.exists()
     assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+
+def test_a_daemon_that_cannot_start_is_an_error_at_once_with_the_tail_of_its_log(tmp_path):
+    host = LabHost("gpu9", tmp_path, "lshmissing9", ipaddress.ip_network("10.254.250.0/24"))  # bridge not created
+    started = time.monotonic()
+    try:
+        host.start_dockerd()
+        with pytest.raises(LabHostError) as err:
+            host.wait_for_dockerd()
+    finally:
+        host.close()
+    assert time.monotonic() - started < 30, "the fixture waited for a daemon that had already exited"
+    assert "dockerd of gpu9 exited" in str(err.value)
+    assert "lshmissing9 must be created manually" in str(err.value)
