@@ -101,7 +101,8 @@ def test_a_host_whose_sshd_is_down_is_one_failed_target_and_the_others_pass(lab_
     assert result.returncode == 1, result.stderr[-2000:]
     assert "checks failed" in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
     checked = outcomes(report)
-    assert_failed_in_one_line(checked["gpu2"], "gpu2", "Connection refused")
+    try_it = f"ssh -F {lab_hosts.ssh_config} -o BatchMode=yes gpu2 true"  # what to try names labstack's config
+    assert_failed_in_one_line(checked["gpu2"], "gpu2", "Connection refused", try_it)
     assert_passed(checked["gpu1"], "gpu1")
     assert_passed(checked["gpu3"], "gpu3")
 
