@@ -90,8 +90,8 @@ def notebook_image(c, framework="all", variant="cpu"):
     help={
         "image": "images to check, by name (torch-cpu) or ref, comma-separated; 'none' for hosts only "
         "(default: every labstack image built here)",
-        "hosts": "hosts to check: local://, ssh://[user@]host[:port], docker://container, comma-separated; 'none' "
-        f"for images only (default: the lab's labstack.hosts setting, {DEFAULTS['hosts']})",
+        "hosts": "hosts to check: local://, ssh://[user@]host[:port], docker://container, comma-separated, or @FILE "
+        f"(one a line); 'none' for images only (default: the lab's labstack.hosts setting, {DEFAULTS['hosts']})",
         "gpu": "auto: GPU checks where NVML finds a GPU, skipped with the reason elsewhere; require: fail them "
         "without a usable GPU; skip: leave them out (default: auto)",
         "out": "folder for report.json and junit.xml (default: reports/validate)",

@@ -5,16 +5,25 @@ A host is checked before anything runs: its parts must be plain names, so nothin
 ssh option (`ssh://-oProxyCommand=...`) or shell text. Every ssh call gets the same options: never ask for a
 password, and give up on a host that does not answer, or that stalls in the middle of the handshake, within
 seconds instead of waiting forever.
+
+Hosts come from the command line (`ssh://gpu1,ssh://gpu2`), from a file (`@hosts.txt`: one host per line, `#`
+comments and blank lines ignored) or both. An ssh config file of labstack's own (LABSTACK_SSH_CONFIG, or the
+lab's `ssh_config` setting) is given to every ssh call as `-F FILE`: Host aliases, ports, keys and known hosts
+for labstack's ssh without touching the user's ~/.ssh/config.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from labstack.errors import BadInput
 
 SCHEMES = ("local", "ssh", "docker")
+SSH_CONFIG_VARIABLE = "LABSTACK_SSH_CONFIG"
 CONNECT_TIMEOUT_S = 10
 ALIVE_INTERVAL_S = 5
 ALIVE_COUNT = 3
@@ -93,6 +102,43 @@ def _check(spec: str, what: str, value: str, pattern: re.Pattern) -> None:
 
 
 def parse_hosts(text: str) -> list[Host]:
-    """A comma-separated list of host specs, in order, each once."""
-    hosts = [parse_host(part) for part in text.split(",") if part.strip()]
+    """A comma-separated list of host specs and `@FILE`s of them, in order, each host once."""
+    hosts: list[Host] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part.startswith("@"):
+            hosts += read_hosts_file(Path(part[1:]))
+        elif part:
+            hosts.append(parse_host(part))
     return list(dict.fromkeys(hosts))
+
+
+def read_hosts_file(path: Path) -> list[Host]:
+    """One host per line, in the command line's grammar; `#` starts a comment; blank lines are ignored. An error
+    names the file and the line."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "not a text file"
+        raise BadInput(f"cannot read the hosts file {path}: {reason}") from None
+    hosts = []
+    for number, line in enumerate(lines, 1):
+        text = line.partition("#")[0].strip()
+        if not text:
+            continue
+        try:
+            hosts.append(parse_host(text))
+        except BadInput as err:
+            raise BadInput(f"{path} line {number}: {err}") from None
+    if not hosts:
+        raise BadInput(f"the hosts file {path} names no host: write one per line ({SPEC_HELP})")
+    return hosts
+
+
+def ssh_config(environ: Mapping[str, str] = os.environ) -> str | None:
+    """labstack's own ssh config file (LABSTACK_SSH_CONFIG), given to ssh as `-F FILE`; None: ssh's defaults."""
+    value = environ.get(SSH_CONFIG_VARIABLE)
+    if not value:
+        return None
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise BadInput(f"{SSH_CONFIG_VARIABLE} names {value}, which is not a readable file: fix or unset it")
+    return value

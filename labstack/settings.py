@@ -1,10 +1,11 @@
 """A lab's defaults, from invoke's configuration: `invoke.yaml` beside tasks.py (invoke.example.yaml shows every
 setting), `~/.invoke.yaml`, `INVOKE_LABSTACK_<NAME>` variables or `invoke -f FILE`. The older variables
-LABSTACK_REPOSITORY and LABSTACK_CACHE are still honoured, and win over the files, as variables do in invoke.
+LABSTACK_REPOSITORY, LABSTACK_CACHE and LABSTACK_SSH_CONFIG are still honoured, and win over the files, as
+variables do in invoke.
 
-The values reach the library the one way it already reads them: the namespace and the cache are exported to
-the environment (so `invoke validate`'s pytest processes see them too); the default hosts, framework and
-project folder are the tasks' defaults.
+The values reach the library the one way it already reads them: the namespace, the cache and the ssh config
+file are exported to the environment (so `invoke validate`'s pytest processes see them too); the default hosts,
+framework and project folder are the tasks' defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from labstack.errors import BadInput
+from labstack.hosts import SSH_CONFIG_VARIABLE
 from labstack.matrix import REPOSITORY_VARIABLE
 from labstack.paths import CACHE_VARIABLE
 
@@ -25,10 +27,11 @@ class Settings:
     hosts: str = "local://"  # what `invoke validate` checks besides the images
     framework: str = "torch"  # the framework of `invoke env`, `up-cpu`, `up-gpu`
     project: str = ""  # the lab's code, mounted at /work by train and notebook (default: where compose runs)
+    ssh_config: str = ""  # an ssh config file for labstack's ssh (`-F FILE`); default: the user's own
 
 
 DEFAULTS = {f.name: f.default for f in fields(Settings)}
-VARIABLES = {"repository": REPOSITORY_VARIABLE, "cache": CACHE_VARIABLE}
+VARIABLES = {"repository": REPOSITORY_VARIABLE, "cache": CACHE_VARIABLE, "ssh_config": SSH_CONFIG_VARIABLE}
 
 
 def from_config(config: Mapping | None, environ: Mapping[str, str] = os.environ) -> Settings:

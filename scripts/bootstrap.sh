@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
-# for the OS layer, and a Python venv in .venv with labstack and its test tools.
+# for the OS layer, OpenSSH (the tests simulate lab servers with their own sshd; validate reaches hosts through
+# ssh), and a Python venv in .venv with labstack and its test tools.
 # Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
+[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
+command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridges
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "[bootstrap] installing ${need[*]}" >&2

@@ -24,7 +24,7 @@ from labstack import ROOT
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
 from labstack.gpu import GPU_MODES
-from labstack.hosts import parse_hosts
+from labstack.hosts import parse_hosts, ssh_config
 from labstack.matrix import Image, Matrix, choose
 
 CHECKS_DIR = Path(__file__).parent / "checks"
@@ -217,7 +217,10 @@ def default_jobs() -> int:
 
 def plan_targets(matrix: Matrix, images: str | None, hosts: str) -> list[Target]:
     """Image targets (those named, or every matrix image built here; 'none' for hosts only), then hosts."""
-    host_targets = [Target("host", h.spec, h.label) for h in parse_hosts(hosts)] if hosts and hosts != "none" else []
+    chosen = parse_hosts(hosts) if hosts and hosts != "none" else []
+    if any(h.scheme == "ssh" for h in chosen):
+        ssh_config()  # a wrong LABSTACK_SSH_CONFIG is one line here, not a failure of every host check
+    host_targets = [Target("host", h.spec, h.label) for h in chosen]
     if images == "none":
         image_targets = []
     else:

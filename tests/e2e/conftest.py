@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from labstack import ROOT, payload
+from labstack.build.base import import_os, latest_os_image
 from labstack.build.images import build_images
 from labstack.build.layers import LAB, NOTEBOOK, build_layer
 from labstack.compose.env import env_values, write_env
+from labstack.engine import connect
 from labstack.matrix import load_matrix
+from tests.e2e.labhosts import LabHosts, free_port
 
 MATRIX = load_matrix()
 CPU_IMAGES = MATRIX.select("all", "cpu")
@@ -53,12 +55,6 @@ def learnable_data(tmp_path_factory):
     payload.load("mnist").generate(folder, train=3000, test=1000, seed=7)
     folder.chmod(0o755)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -152,3 +148,21 @@ COMPOSE_PROGRESS = re.compile(
 def labstack_lines(stderr: str) -> list[str]:
     """stderr without Compose's own progress lines (network created...): what our program said."""
     return [line for line in stderr.splitlines() if line.strip() and not COMPOSE_PROGRESS.match(line)]
+
+
+@pytest.fixture(scope="session")
+def lab_hosts():
+    """Three simulated lab servers (gpu1..gpu3), each with its own dockerd and sshd; always torn down."""
+    hosts = LabHosts(3)
+    try:
+        yield hosts.start()
+    finally:
+        hosts.close()
+
+
+@pytest.fixture(scope="session")
+def os_image() -> str:
+    """The small OS image (labstack/os:<suite>-<date>) on the main daemon, built if there is none: what the
+    simulated hosts get loaded when a test needs an image there."""
+    client = connect()
+    return latest_os_image(client, MATRIX.suite) or import_os(client, MATRIX)

@@ -80,6 +80,22 @@ def test_validate_bad_input(args, words):
     assert_one_line_failure(run_invoke("validate", *args), 2, *words)
 
 
+def test_validate_reads_hosts_from_a_file_and_a_bad_line_is_one_line_naming_it(tmp_path):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# lab\nlocal://\nssh://gpu1;reboot\n")
+    result = run_invoke("validate", "--image", "none", "--hosts", f"@{hosts}")
+    assert_one_line_failure(result, 2, f"{hosts} line 3", "bad host 'ssh://gpu1;reboot'")
+    result = run_invoke("validate", "--image", "none", "--hosts", f"@{tmp_path / 'missing.txt'}")
+    assert_one_line_failure(result, 2, "cannot read the hosts file", "missing.txt")
+
+
+def test_an_unreadable_ssh_config_stops_validate_before_any_host_is_reached(tmp_path):
+    result = run_invoke(
+        "validate", "--image", "none", "--hosts", "ssh://gpu1", env={"LABSTACK_SSH_CONFIG": str(tmp_path / "none")}
+    )
+    assert_one_line_failure(result, 2, "LABSTACK_SSH_CONFIG names", "not a readable file")
+
+
 def test_the_test_task_passes_no_user_text_through_a_shell(tmp_path):
     marker = tmp_path / "X"
     result = run_invoke("test", "--unit", "--variant", f"cpu --co -q; touch {marker} #")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labstack.errors import ExitCode, LabstackError
-from labstack.hosts import SSH_OPTIONS, Host, parse_host, parse_hosts
+from labstack.hosts import SSH_CONFIG_VARIABLE, SSH_OPTIONS, Host, parse_host, parse_hosts, ssh_config
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,51 @@ def test_ssh_never_prompts_and_gives_up_on_a_silent_host_within_a_minute():
     options = dict(o.split("=") for o in SSH_OPTIONS[1::2])
     assert options["BatchMode"] == "yes" and int(options["ConnectTimeout"]) <= 10
     assert int(options["ServerAliveInterval"]) * int(options["ServerAliveCountMax"]) < 60
+
+
+def test_a_hosts_file_gives_one_host_a_line_without_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "hosts.txt"
+    path.write_text("# the lab\nssh://lab@gpu1\n\n  ssh://gpu2:2222   # the old one\nlocal://\nssh://lab@gpu1\n")
+    assert parse_hosts(f"@{path}") == [Host("ssh", "gpu1", "lab"), Host("ssh", "gpu2", None, 2222), Host("local")]
+
+
+def test_a_hosts_file_and_hosts_on_the_command_line_mix_in_order(tmp_path):
+    path = tmp_path / "hosts.txt"
+    path.write_text("ssh://gpu2\nssh://gpu3\n")
+    assert [h.label for h in parse_hosts(f"ssh://gpu1, @{path},ssh://gpu2")] == ["gpu1", "gpu2", "gpu3"]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("ssh://gpu1\n# fine\ngpu2\n", ["line 3", "bad host 'gpu2'", "write local://"]),
+        ("ssh://gpu1\nssh://-oProxyCommand=x\n", ["line 2", "cannot start with '-'"]),
+        ("ssh://gpu1, ssh://gpu2\n", ["line 1", "may hold only letters"]),
+        ("# nothing yet\n\n", ["names no host"]),
+        (b"\xff\xfe\x00", ["cannot read the hosts file", "not a text file"]),
+    ],
+)
+def test_a_bad_hosts_file_is_one_bad_input_error_naming_the_file_and_line(tmp_path, content, words):
+    path = tmp_path / "hosts.txt"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(LabstackError) as err:
+        parse_hosts(f"@{path}")
+    assert err.value.code == ExitCode.BAD_INPUT and str(path) in str(err.value), err.value
+    assert all(word in str(err.value) for word in words), err.value
+
+
+def test_a_missing_hosts_file_says_so(tmp_path):
+    with pytest.raises(LabstackError) as err:
+        parse_hosts(f"@{tmp_path / 'nope.txt'}")
+    assert err.value.code == ExitCode.BAD_INPUT
+    assert str(err.value) == f"cannot read the hosts file {tmp_path / 'nope.txt'}: No such file or directory"
+
+
+def test_labstacks_ssh_config_is_the_file_the_variable_names_or_none(tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host gpu1\n  Port 2222\n")
+    assert ssh_config({SSH_CONFIG_VARIABLE: str(config)}) == str(config)
+    assert ssh_config({}) is None and ssh_config({SSH_CONFIG_VARIABLE: ""}) is None
+    with pytest.raises(LabstackError) as err:
+        ssh_config({SSH_CONFIG_VARIABLE: str(tmp_path)})
+    assert err.value.code == ExitCode.BAD_INPUT and "not a readable file" in str(err.value)

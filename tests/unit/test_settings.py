@@ -31,10 +31,15 @@ def test_a_wrong_setting_is_bad_input(config, words):
     assert err.value.code == 2 and words in str(err.value)
 
 
-def test_the_namespace_and_cache_are_exported_for_the_library_and_its_child_processes():
+def test_the_namespace_cache_and_ssh_config_are_exported_for_the_library_and_its_child_processes():
     environ: dict[str, str] = {}
-    export(Settings(repository="labtest", cache="/tmp/c"), environ)
-    assert environ == {"LABSTACK_REPOSITORY": "labtest", "LABSTACK_CACHE": "/tmp/c"}
+    export(Settings(repository="labtest", cache="/tmp/c", ssh_config="/lab/ssh_config"), environ)
+    assert environ == {
+        "LABSTACK_REPOSITORY": "labtest",
+        "LABSTACK_CACHE": "/tmp/c",
+        "LABSTACK_SSH_CONFIG": "/lab/ssh_config",
+    }
+    assert from_config({}, {"LABSTACK_SSH_CONFIG": "/mine"}).ssh_config == "/mine"
 
 
 def test_the_example_file_names_every_setting():

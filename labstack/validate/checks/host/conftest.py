@@ -16,7 +16,7 @@ import testinfra
 
 from labstack import payload
 from labstack.gpu import nvml_problem
-from labstack.hosts import SSH_OPTIONS, Host, parse_hosts
+from labstack.hosts import SSH_OPTIONS, Host, parse_hosts, ssh_config
 from labstack.validate.plugin import ENVIRONMENT, apply_gpu_gate
 
 PROBE_TIMEOUT = 120
@@ -33,9 +33,10 @@ class Machine:
 
     def __init__(self, target: Host, config):
         self.target = target
+        self.ssh_config = config.getoption("--ssh-config", None) or (ssh_config() if target.scheme == "ssh" else None)
         self.host = testinfra.get_host(
             target.spec,
-            ssh_config=config.getoption("--ssh-config", None),
+            ssh_config=self.ssh_config,
             ssh_identity_file=config.getoption("--ssh-identity-file", None),
             ssh_extra_args=" ".join(SSH_OPTIONS),
         )
@@ -72,9 +73,10 @@ def machine(target, request) -> Machine:
     except Exception as err:
         failure = unreachable_reason(err)
     if failure:
+        config = f"-F {machine.ssh_config} " if machine.ssh_config else ""
         pytest.fail(
             f"{target.label} is unreachable: {failure[:300]}: check the name, that sshd runs and answers, and that "
-            f"your key is accepted (`ssh -o BatchMode=yes {target.label} true`)",
+            f"your key is accepted (`ssh {config}-o BatchMode=yes {target.label} true`)",
             pytrace=False,
         )
     if request.config.getoption("--labstack-report", None):

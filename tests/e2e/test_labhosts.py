@@ -1,0 +1,44 @@
+"""The simulated lab servers leave nothing behind: closing them ends their daemons, shims and sshd, even with a
+container still running, and removes their bridges and folders; the main daemon's docker0 stays."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.labhosts import LabHost, LabHostError, LabHosts, processes_naming
+
+
+def test_closing_a_simulated_host_leaves_no_process_bridge_mount_or_folder(os_image):
+    lab = LabHosts(1)
+    try:
+        (host,) = lab.start().hosts
+        host.load_image(os_image)
+        started = host.docker("run", "-d", os_image, "sleep", "600")
+        assert started.returncode == 0, started.stderr
+        assert processes_naming(str(lab.folder)), "nothing of the simulated host was running"
+    finally:
+        lab.close()
+    assert not processes_naming(str(lab.folder)), "a process of the simulated host survived its close"
+    assert subprocess.run(["ip", "link", "show", host.bridge], capture_output=True).returncode != 0
+    with open("/proc/self/mounts") as mounts:
+        assert str(lab.folder) not in mounts.read()
+    assert not lab.folder.exists()
+    assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+
+def test_a_daemon_that_cannot_start_is_an_error_at_once_with_the_tail_of_its_log(tmp_path):
+    host = LabHost("gpu9", tmp_path, "lshmissing9", ipaddress.ip_network("10.254.250.0/24"))  # bridge not created
+    started = time.monotonic()
+    try:
+        host.start_dockerd()
+        with pytest.raises(LabHostError) as err:
+            host.wait_for_dockerd()
+    finally:
+        host.close()
+    assert time.monotonic() - started < 30, "the fixture waited for a daemon that had already exited"
+    assert "dockerd of gpu9 exited" in str(err.value)
+    assert "lshmissing9 must be created manually" in str(err.value)
