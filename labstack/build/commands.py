@@ -13,7 +13,7 @@ from labstack.build.layers import (
     layers_up_to,
     lock_layer,
     read_layer_lock,
-)  # fmt: skip
+)
 from labstack.build.lock import lock_framework, read_lock
 from labstack.build.pipconf import host_pip_sources
 from labstack.build.report import print_build_summary

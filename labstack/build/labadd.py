@@ -14,13 +14,13 @@ from packaging.utils import canonicalize_name
 from labstack.build.layers import (
     LAB,
     LAYERS,
+    NOTEBOOK,
     check_requirements,
     constraint_lines,
     lock_layer,
     lockfile,
     parent_pins,
-    read_layer_lock,
-)  # fmt: skip
+)
 from labstack.build.lock import compile_requirements, parse_lock
 from labstack.build.pipconf import PipSources
 from labstack.errors import BadInput, LabstackError, first_line
@@ -64,14 +64,12 @@ def with_packages(text: str, packages: list[str]) -> str:
 
 
 def pinned(requirement: Requirement, matrix: Matrix, sources: PipSources) -> str:
-    """NAME==VERSION: the version given, else the newest that fits on top of every lab image as it is locked
-    now (resolved against the CUDA torch lab image, the one with the most below it)."""
+    """NAME==VERSION: the version given, else the newest that fits on top of the lab image with the most pins
+    below the notebook (framework and lab locks). Re-locking every lab image then proves it fits them all."""
     if any(spec.operator in ("==", "===") for spec in requirement.specifier):
         return str(requirement)
-    image = max(
-        matrix.images, key=lambda i: len(parent_pins(matrix, i, LAB)) + len(read_layer_lock(matrix, i, LAB).pins)
-    )
-    below = parent_pins(matrix, image, LAB) + read_layer_lock(matrix, image, LAB).pins
+    installed = {image.name: parent_pins(matrix, image, NOTEBOOK) for image in matrix.images}
+    below = max(installed.values(), key=len)
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text(constraint_lines(below))

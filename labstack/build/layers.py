@@ -231,14 +231,18 @@ def read_layer_lock(matrix: Matrix, image: Image, layer: Layer) -> LayerLock:
     return LayerLock(pins, parse_missing(text))
 
 
+def claimed(matrix: Matrix, image: Image, layer: Layer, lock: LayerLock) -> list[str]:
+    """What a layer holds, and so says it holds: what was asked for, less what its lock had to go without."""
+    return [r for r in requirements(matrix, image, layer) if r not in lock.missing]
+
+
 def layer_labels(matrix: Matrix, image: Image, layer: Layer, lock: LayerLock) -> dict[str, str]:
     parent = layer_ref(image, layer.parent)
     labels = oci_labels(image, parent) | {
         "org.opencontainers.image.title": f"{image.repository} ({layer.title})",
         "org.opencontainers.image.version": f"{image.tag}-{layer.name}",
         "labstack.layer": layer.name,
-        # What the layer holds: what was asked for, less what the lock had to go without.
-        f"labstack.{layer.name}": ",".join(r for r in requirements(matrix, image, layer) if r not in lock.missing),
+        f"labstack.{layer.name}": ",".join(claimed(matrix, image, layer, lock)),
     }
     if layer is LAB:
         # Every lab image says what it goes without (empty when nothing), so a look at the labels is enough.
@@ -246,14 +250,15 @@ def layer_labels(matrix: Matrix, image: Image, layer: Layer, lock: LayerLock) ->
     return labels
 
 
-def stage_layer_context(image: Image, layer: Layer, wheels: dict[str, Path], lock: LayerLock, wanted) -> Path:
+def stage_layer_context(
+    image: Image, layer: Layer, wheels: dict[str, Path], lock: LayerLock, present: list[str]
+) -> Path:
     """The layer's build context: its wheels (hard links), lockfile, the requirement names to import, what it
     goes without, and the install helper."""
     context = context_dir(f"{image.name}-{layer.name}")
     sync_dir(context / "wheels", {path.name: path for path in wheels.values()})
     shutil.copy2(lockfile(image, layer), context / "requirements.lock")
     shutil.copy2(INSTALL_HELPER, context / INSTALL_HELPER.name)
-    present = [r for r in wanted if r not in lock.missing]
     (context / "requirements.txt").write_text("".join(f"{r}\n" for r in present))
     (context / "missing.txt").write_text("".join(f"{req} -- {why}\n" for req, why in lock.missing.items()))
     return context
@@ -269,8 +274,7 @@ def build_layer(matrix: Matrix, image: Image, layer: Layer, *, parent_built: boo
         else:
             build_layer(matrix, image, LAYERS[layer.parent])
     wheels = ensure_wheels(lock.pins, matrix, extra_index=extra_index(image, layer))
-    wanted = requirements(matrix, image, layer)
-    context = stage_layer_context(image, layer, wheels, lock, wanted)
+    context = stage_layer_context(image, layer, wheels, lock, claimed(matrix, image, layer, lock))
     parent, ref = layer_ref(image, layer.parent), layer_ref(image, layer.name)
     seconds = docker_build(
         layer.dockerfile, context, ref, {"PARENT_IMAGE": parent}, layer_labels(matrix, image, layer, lock)

@@ -147,7 +147,9 @@ def lab_built(request, client, built) -> dict[str, str]:
     if request.config.getoption("--images"):
         return {i.name: layer_ref(i, LAB.name) for i in images if image_or_none(client, layer_ref(i, LAB.name))}
     matrix = load_matrix()
-    return {i.name: build_layer(matrix, i, LAB, parent_built=True) and layer_ref(i, LAB.name) for i in images}
+    for image in images:
+        build_layer(matrix, image, LAB, parent_built=True)
+    return {i.name: layer_ref(i, LAB.name) for i in images}
 
 
 # Filled by the suite's fixtures: target label -> what ran there (image digest, host, driver, GPUs, versions).

@@ -32,7 +32,7 @@ from labstack.build.layers import (
     render_lock,
     resolve,
     unreachable_reason,
-)  # fmt: skip
+)
 from labstack.build.lock import Pin, ResolveError, read_lock
 from labstack.build.pipconf import PipSources
 from labstack.errors import BadInput, LabstackError

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from labstack import payload
-from labstack.build.layers import LAB, read_layer_lock, requirements
+from labstack.build.layers import LAB, claimed, read_layer_lock
 from labstack.build.lock import read_lock
 from labstack.matrix import load_matrix
 from labstack.validate.checks.image.conftest import COMMAND_TIMEOUT, run_python
@@ -59,9 +59,9 @@ def installed(host) -> dict[str, str]:
 
 def test_every_package_the_lab_image_claims_imports(lab_host, image):
     record = json.loads(lab_host.file(f"{MANIFEST}/lab.json").content_string)
-    lock = read_layer_lock(MATRIX, image, LAB)
-    claimed = [r for r in requirements(MATRIX, image, LAB) if r not in lock.missing]
-    names = [canonicalize_name(Requirement(r).name) for r in claimed]
+    names = [
+        canonicalize_name(Requirement(r).name) for r in claimed(MATRIX, image, LAB, read_layer_lock(MATRIX, image, LAB))
+    ]
     assert sorted(record["imports"]) == sorted(names)
     modules = sorted({m for name in names for m in record["imports"][name]})
     assert run_python(lab_host, f"import {', '.join(modules)}; print('ok')").endswith("ok")
@@ -82,11 +82,11 @@ def test_what_the_lab_image_goes_without_is_said_and_not_claimed(lab_host, lab, 
     labels = client.images.get(lab).labels
     assert record["missing"] == missing
     assert labels["labstack.lab.missing"] == "; ".join(f"{req}: {why}" for req, why in missing.items())
-    claimed = labels["labstack.lab"].split(",")
+    labelled = labels["labstack.lab"].split(",")
     versions = installed(lab_host)
     for requirement in missing:
         name = canonicalize_name(Requirement(requirement).name)
-        assert requirement not in claimed and name not in versions, f"{requirement} is missing yet present"
+        assert requirement not in labelled and name not in versions, f"{requirement} is missing yet present"
 
 
 def wheel(name: str, version: str, module: str) -> bytes:
