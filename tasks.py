@@ -9,6 +9,8 @@ from labstack.bench import commands as bench
 from labstack.build import commands as build_
 from labstack.cli import one_line_errors, run_tests, settings
 from labstack.compose import commands as compose
+from labstack.push import DEFAULT_OUT as PUSH_OUT
+from labstack.push import push_images
 from labstack.settings import DEFAULTS
 from labstack.validate import commands as validate_
 
@@ -106,6 +108,22 @@ def validate(c, image=None, hosts=None, gpu="auto", out="reports/validate", jobs
 
 @task(
     help={
+        "registry": "the lab's registry as HOST:PORT, no scheme (e.g. 127.0.0.1:5000; a plain-http registry that is "
+        "not on loopback must be in the daemon's insecure-registries) (required)",
+        "image": "images to push, by name (torch-cpu, at --layer) or ref (its own layer), comma-separated or all "
+        "(default: every matrix image built here at --layer)",
+        "layer": "framework, lab or notebook: which layer of the named images (default: lab)",
+        "out": f"where the digests are recorded, as JSON (default: {PUSH_OUT})",
+    }
+)
+@one_line_errors
+def push(c, registry=None, image=None, layer="lab", out=PUSH_OUT):
+    """Push the images to a lab's registry (same repository and tag there); record their digests for deploy."""
+    push_images(registry, image, layer, out)
+
+
+@task(
+    help={
         "unit": "run only the unit tests, without Docker (default: all tests)",
         "variant": "image variants the image tests build and check: cpu, cuda or all (default: all)",
     }
@@ -191,7 +209,7 @@ def benchmark(
 
 
 ns = Collection(
-    lock, lab_add, base, build, wheels, validate, benchmark, test, env, data, up_cpu, up_gpu, down, notebook_lock,
-    notebook_image,
+    lock, lab_add, base, build, wheels, validate, push, benchmark, test, env, data, up_cpu, up_gpu, down,
+    notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

@@ -156,6 +156,8 @@ def _stream_push(client, ref: str, registry: str, repository: str, tag: str, say
             raise push_failure(ref, registry, detail.get("message") or event.get("error") or "")
         status, layer = event.get("status", ""), event.get("id")
         if layer and status == "Preparing":
+            if not layers:  # the daemon reached the registry: now there is something to say
+                say(f"pushing {ref} to {repository}:{tag}")
             layers.setdefault(layer, "preparing")
         elif layer and (status in ("Pushed", "Layer already exists") or status.startswith("Mounted from")):
             outcome = {"Pushed": "pushed", "Layer already exists": "exists"}.get(status, "mounted")
