@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
 # for the OS layer, OpenSSH (the tests simulate lab servers with their own sshd; validate reaches hosts through
-# ssh), and a Python venv in .venv with labstack and its test tools.
+# ssh), Debian's docker-registry (labstack runs its binary on loopback; the package's service stays off), and a
+# Python venv in .venv with labstack and its test tools.
 # Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +14,21 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
 command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridges
+[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)  # labstack runs the binary with its own loopback config
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "[bootstrap] installing ${need[*]}" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" docker-registry "* ]]; then
+    # The package starts a service on :5000 on every interface, with deletes on: labstack never uses it.
+    if [[ -d /run/systemd/system ]]; then
+      as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    else
+      as_root service docker-registry stop >/dev/null 2>&1 || true
+      as_root update-rc.d docker-registry disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 as_root bash scripts/install-docker.sh
