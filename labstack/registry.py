@@ -261,7 +261,12 @@ class LocalRegistry:
             raise LabstackError(
                 "docker-registry is missing: run scripts/bootstrap.sh (it installs Debian's docker-registry)"
             )
-        self.storage.mkdir(parents=True, exist_ok=True)
+        try:
+            self.storage.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LabstackError(
+                f"cannot use {self.storage} as the registry's storage ({err.strerror}): give a folder"
+            ) from None
         self.folder = Path(tempfile.mkdtemp(prefix="labstack-registry-"))
         self.log = self.folder / "registry.log"
         try:

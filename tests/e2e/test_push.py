@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from labstack import ROOT
+from labstack import registry as registry_module
 from labstack.engine import connect
+from labstack.errors import LabstackError
 from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
 from labstack.registry import LocalRegistry, free_port, manifest_digest, push, registry_ref
 
@@ -184,3 +187,20 @@ def test_ctrl_c_during_a_push_is_interrupted_and_leaves_no_tag(lab_images, tmp_p
     assert "Traceback" not in rest
     assert not [tag for tag in tags_in(NAMESPACE) if tag.startswith(fresh.address)]
     assert not (tmp_path / "digests.json").exists()
+
+
+def test_a_taken_port_is_retried_on_another(tmp_path, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1], free_port()])
+        monkeypatch.setattr(registry_module, "free_port", lambda: next(ports))
+        with LocalRegistry(tmp_path / "storage") as running:
+            assert running.port != taken.getsockname()[1]
+            assert listeners(running.port) == ["0100007F"]
+
+
+def test_a_storage_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "storage").write_text("not a folder")
+    with pytest.raises(LabstackError, match=r"cannot use .*storage as the registry's storage"):
+        LocalRegistry(tmp_path / "storage").__enter__()
