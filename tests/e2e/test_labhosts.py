@@ -1,5 +1,6 @@
 """The simulated lab servers leave nothing behind: closing them ends their daemons, shims and sshd, even with a
-container still running, and removes their bridges and folders; the main daemon's docker0 stays."""
+container still running, and removes their bridges, mounts and folders; the main daemon's docker0 stays. A
+small-disk host has a data root of that size."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import SMALL_DISK_MB
 from tests.e2e.labhosts import LabHost, LabHostError, LabHosts, processes_naming
+
+
+def ssh(lab: LabHosts, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """ssh through the simulated hosts' own config, never asking for anything."""
+    command = ["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def test_closing_a_simulated_host_leaves_no_process_bridge_mount_or_folder(os_image):
@@ -42,3 +50,27 @@ def test_a_daemon_that_cannot_start_is_an_error_at_once_with_the_tail_of_its_log
     assert time.monotonic() - started < 30, "the fixture waited for a daemon that had already exited"
     assert "dockerd of gpu9 exited" in str(err.value)
     assert "lshmissing9 must be created manually" in str(err.value)
+
+
+def test_a_small_disk_host_has_a_data_root_of_that_size_that_an_image_does_not_fit_in(small_disk_host, os_image):
+    (host,) = small_disk_host.hosts
+    root = ssh(small_disk_host, host.name, "docker info --format '{{.DockerRootDir}}'")
+    assert root.returncode == 0, root.stderr
+    size = ssh(small_disk_host, host.name, f"df -B1 --output=size {root.stdout.strip()} | tail -1")
+    assert int(size.stdout) == SMALL_DISK_MB * 2**20, size
+    with pytest.raises(LabHostError, match="no space left on device"):
+        host.load_image(os_image)
+    assert host.docker("info").returncode == 0, "a full disk stopped the daemon"
+
+
+def test_closing_a_small_disk_host_unmounts_its_data_root():
+    lab = LabHosts(1, disk_mb=16)
+    try:
+        (host,) = lab.start().hosts
+        with open("/proc/self/mounts") as mounts:
+            assert f" {host.data_root} tmpfs " in mounts.read()
+    finally:
+        lab.close()
+    with open("/proc/self/mounts") as mounts:
+        assert str(lab.folder) not in mounts.read()
+    assert not lab.folder.exists()
