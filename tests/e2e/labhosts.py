@@ -7,7 +7,8 @@ iptables and masquerading off and an empty config file, so it changes nothing of
 sshd listens on a loopback port with its own host key and authorized key, and `SetEnv DOCKER_HOST` sends its
 sessions to its own daemon. Everything is stopped and removed on close, also after a failed test.
 
-A host can be given a small disk (`disk_mb`: its data root is a tmpfs of that size).
+A host can be given a small disk (`disk_mb`: its data root is a tmpfs of that size), and tests inject faults
+for a block: sshd down, stalled or refusing port forwarding.
 """
 
 from __future__ import annotations
@@ -156,13 +157,17 @@ class LabHost:
             START_TIMEOUT, f"dockerd of {self.name}", self.dockerd, self.folder / "dockerd.log",
         )  # fmt: skip
 
-    def write_sshd_config(self, client_key: Path) -> Path:
+    def write_sshd_config(self, client_key: Path | None = None, forwarding: bool = True) -> Path:
+        """The host key is made once and kept, so a restarted sshd is the same host to known_hosts; without
+        `client_key` the authorized key written before stays. Remote forwards bind to the host's loopback
+        (GatewayPorts off), which is where its daemon pulls through them."""
         host_key = self.folder / "ssh_host_ed25519_key"
         if not host_key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         authorized = self.folder / "authorized_keys"
-        shutil.copyfile(client_key.with_suffix(".pub"), authorized)
-        authorized.chmod(0o600)
+        if client_key is not None:
+            shutil.copyfile(client_key.with_suffix(".pub"), authorized)
+            authorized.chmod(0o600)
         config = self.folder / "sshd_config"
         config.write_text(
             f"Port {self.port}\n"
@@ -175,7 +180,7 @@ class LabHost:
             "KbdInteractiveAuthentication no\n"
             "UsePAM no\n"
             "StrictModes no\n"  # the folder lies in /tmp, which sshd would reject as world-writable
-            "AllowTcpForwarding yes\n"
+            f"AllowTcpForwarding {'yes' if forwarding else 'no'}\n"
             f"SetEnv DOCKER_HOST={self.docker_host}\n"
         )
         return config
@@ -194,6 +199,12 @@ class LabHost:
     def sshd_answers(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
             return conn.recv(64).startswith(b"SSH-")
+
+    def restart_sshd(self, forwarding: bool = True) -> None:
+        """sshd stopped and started again on the same port with the same host key, forwarding allowed or not."""
+        stop(self.sshd)
+        self.write_sshd_config(forwarding=forwarding)
+        self.start_sshd()
 
     # --- faults the tests inject
 
@@ -218,6 +229,17 @@ class LabHost:
             yield self
         finally:
             os.kill(self.sshd.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def forwarding_refused(self):
+        """sshd restarted with `AllowTcpForwarding no` for the block, then with forwarding allowed again: a lab
+        server whose admin forbids tunnels. It holds for connections made in the block; one opened before keeps
+        what its sshd allowed (each connection's sshd is a process of its own that outlives the listener)."""
+        self.restart_sshd(forwarding=False)
+        try:
+            yield self
+        finally:
+            self.restart_sshd(forwarding=True)
 
     def load_image(self, ref: str) -> str:
         """`docker save REF | docker -H HOST load`: the image from the main daemon; returns its ID there."""
