@@ -8,7 +8,7 @@ sshd listens on a loopback port with its own host key and authorized key, and `S
 sessions to its own daemon. Everything is stopped and removed on close, also after a failed test.
 
 A host can be given a small disk (`disk_mb`: its data root is a tmpfs of that size), and tests inject faults
-for a block: sshd down, stalled or refusing port forwarding.
+for a block: sshd down, stalled or refusing port forwarding, dockerd stopped.
 """
 
 from __future__ import annotations
@@ -140,13 +140,13 @@ class LabHost:
         self.mount_small_disk()
         config = self.folder / "daemon.json"
         config.write_text("{}\n")
-        log = self.folder / "dockerd.log"
+        log = self.folder / "dockerd.log"  # appended to: a restarted daemon's log follows the first one's
         command = [
             "dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.folder / "exec"),
             "--pidfile", str(self.folder / "docker.pid"), "-H", self.docker_host, "-b", self.bridge,
             "--iptables=false", "--ip-masq=false", "--config-file", str(config),
         ]  # fmt: skip
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             self.dockerd = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
@@ -240,6 +240,18 @@ class LabHost:
             yield self
         finally:
             self.restart_sshd(forwarding=True)
+
+    @contextlib.contextmanager
+    def dockerd_stopped(self):
+        """dockerd stopped (SIGTERM, waited for) for the block: sshd still answers, `docker` there cannot reach
+        its daemon. Then started again on the same data root, images kept, and waited for. Containers are not
+        removed first: a running one is stopped by the daemon itself and is not restarted."""
+        stop(self.dockerd)
+        try:
+            yield self
+        finally:
+            self.start_dockerd()
+            self.wait_for_dockerd()
 
     def load_image(self, ref: str) -> str:
         """`docker save REF | docker -H HOST load`: the image from the main daemon; returns its ID there."""

@@ -1,6 +1,6 @@
 """The simulated lab servers leave nothing behind: closing them ends their daemons, shims and sshd, even with a
 container still running, and removes their bridges, mounts and folders; the main daemon's docker0 stays. The
-faults tests inject hold for their block only: sshd refusing port forwarding; a small-disk host
+faults tests inject hold for their block only: sshd refusing port forwarding, dockerd stopped; a small-disk host
 has a data root of that size."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tests.e2e.conftest import SMALL_DISK_MB
 from tests.e2e.labhosts import LabHost, LabHostError, LabHosts, free_port, processes_naming
 
 FORWARD_REFUSED = "remote port forwarding failed for listen port 0"
+DAEMON_DOWN = "Is the docker daemon running?"
 
 
 def ssh(lab: LabHosts, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -94,6 +95,20 @@ def test_a_host_refuses_port_forwarding_in_the_block_only_and_stays_the_same_hos
     assert refused_own.returncode == 255 and FORWARD_REFUSED in refused_own.stderr, refused_own
     assert allowed.returncode == 0 and allowed.stdout.strip().isdigit(), allowed
     assert allowed_own.returncode == 0, allowed_own
+
+
+def test_a_host_whose_daemon_is_stopped_answers_ssh_but_not_docker_then_has_its_data_again(lab_hosts):
+    host = lab_hosts.hosts[-1]
+    volume = f"labstack-test-{free_port()}"  # kept in the data root, as images are; cheaper to make than one
+    assert host.docker("volume", "create", volume).returncode == 0
+    try:
+        with host.dockerd_stopped():
+            down = ssh(lab_hosts, host.name, "docker info")
+        up = ssh(lab_hosts, host.name, f"docker volume inspect --format '{{{{.Name}}}}' {volume}")
+    finally:
+        host.docker("volume", "rm", volume)
+    assert down.returncode == 1 and DAEMON_DOWN in down.stderr and host.docker_host in down.stderr, down
+    assert up.returncode == 0 and up.stdout.strip() == volume, up
 
 
 def test_a_small_disk_host_has_a_data_root_of_that_size_that_an_image_does_not_fit_in(small_disk_host, os_image):
