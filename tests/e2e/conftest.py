@@ -160,6 +160,20 @@ def lab_hosts():
         hosts.close()
 
 
+SMALL_DISK_MB = 64
+
+
+@pytest.fixture(scope="session")
+def small_disk_host():
+    """One simulated lab server, gpu1 of its own ssh config, whose Docker data root is a 64 MB tmpfs: the small OS
+    image (about 173 MB) does not fit there. Its LabHosts (`.hosts[0]` is the host); always torn down."""
+    hosts = LabHosts(1, disk_mb=SMALL_DISK_MB)
+    try:
+        yield hosts.start()
+    finally:
+        hosts.close()
+
+
 @pytest.fixture(scope="session")
 def os_image() -> str:
     """The small OS image (labstack/os:<suite>-<date>) on the main daemon, built if there is none: what the

@@ -6,6 +6,9 @@ iptables and masquerading off and an empty config file, so it changes nothing of
 `--bridge=none`: a daemon started that way deletes the host's docker0 and breaks the main daemon's builds. Each
 sshd listens on a loopback port with its own host key and authorized key, and `SetEnv DOCKER_HOST` sends its
 sessions to its own daemon. Everything is stopped and removed on close, also after a failed test.
+
+A host can be given a small disk (`disk_mb`: its data root is a tmpfs of that size), and tests inject faults
+for a block: sshd down, stalled or refusing port forwarding, dockerd stopped.
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ def wait_until(ready, timeout: float, what: str, process: subprocess.Popen, log:
     raise LabHostError(f"{what} was not ready after {timeout} s:\n{log_tail(log)}")
 
 
+def run_checked(command: list[str]) -> None:
+    """A setup command whose failure is a LabHostError with its stderr."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise LabHostError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+
+
 def free_subnets(count: int) -> list[ipaddress.IPv4Network]:
     """/24s in 10.254.0.0/16 that no address of this machine is in (the bridges must not shadow a route)."""
     taken = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
@@ -79,6 +89,7 @@ class LabHost:
     bridge: str
     subnet: ipaddress.IPv4Network
     port: int = 0
+    disk_mb: int | None = None  # the data root is a tmpfs of this size: a lab server whose disk is nearly full
     dockerd: subprocess.Popen | None = None
     sshd: subprocess.Popen | None = None
     extra: list[subprocess.Popen] = field(default_factory=list)
@@ -86,6 +97,10 @@ class LabHost:
     @property
     def socket(self) -> Path:
         return self.folder / "docker.sock"
+
+    @property
+    def data_root(self) -> Path:
+        return self.folder / "data"
 
     @property
     def docker_host(self) -> str:
@@ -110,20 +125,28 @@ class LabHost:
             ["ip", "addr", "add", f"{gateway}/{self.subnet.prefixlen}", "dev", self.bridge],
             ["ip", "link", "set", self.bridge, "up"],
         ):
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode:
-                raise LabHostError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+            run_checked(command)
+
+    def mount_small_disk(self) -> None:
+        """With `disk_mb`, a tmpfs of that size as the data root (overlay2 works on tmpfs), so that a load or pull
+        that needs more fails with "no space left on device"; mounted once, kept when the daemon restarts, and
+        unmounted by close."""
+        if self.disk_mb is None or os.path.ismount(self.data_root):
+            return
+        self.data_root.mkdir(mode=0o710, exist_ok=True)
+        run_checked(["mount", "-t", "tmpfs", "-o", f"size={self.disk_mb}m,mode=0710", "tmpfs", str(self.data_root)])
 
     def start_dockerd(self) -> None:
+        self.mount_small_disk()
         config = self.folder / "daemon.json"
         config.write_text("{}\n")
-        log = self.folder / "dockerd.log"
+        log = self.folder / "dockerd.log"  # appended to: a restarted daemon's log follows the first one's
         command = [
-            "dockerd", "--data-root", str(self.folder / "data"), "--exec-root", str(self.folder / "exec"),
+            "dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.folder / "exec"),
             "--pidfile", str(self.folder / "docker.pid"), "-H", self.docker_host, "-b", self.bridge,
             "--iptables=false", "--ip-masq=false", "--config-file", str(config),
         ]  # fmt: skip
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             self.dockerd = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
@@ -134,13 +157,17 @@ class LabHost:
             START_TIMEOUT, f"dockerd of {self.name}", self.dockerd, self.folder / "dockerd.log",
         )  # fmt: skip
 
-    def write_sshd_config(self, client_key: Path) -> Path:
+    def write_sshd_config(self, client_key: Path | None = None, forwarding: bool = True) -> Path:
+        """The host key is made once and kept, so a restarted sshd is the same host to known_hosts; without
+        `client_key` the authorized key written before stays. Remote forwards bind to the host's loopback
+        (GatewayPorts off), which is where its daemon pulls through them."""
         host_key = self.folder / "ssh_host_ed25519_key"
         if not host_key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         authorized = self.folder / "authorized_keys"
-        shutil.copyfile(client_key.with_suffix(".pub"), authorized)
-        authorized.chmod(0o600)
+        if client_key is not None:
+            shutil.copyfile(client_key.with_suffix(".pub"), authorized)
+            authorized.chmod(0o600)
         config = self.folder / "sshd_config"
         config.write_text(
             f"Port {self.port}\n"
@@ -153,7 +180,7 @@ class LabHost:
             "KbdInteractiveAuthentication no\n"
             "UsePAM no\n"
             "StrictModes no\n"  # the folder lies in /tmp, which sshd would reject as world-writable
-            "AllowTcpForwarding yes\n"
+            f"AllowTcpForwarding {'yes' if forwarding else 'no'}\n"
             f"SetEnv DOCKER_HOST={self.docker_host}\n"
         )
         return config
@@ -172,6 +199,12 @@ class LabHost:
     def sshd_answers(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
             return conn.recv(64).startswith(b"SSH-")
+
+    def restart_sshd(self, forwarding: bool = True) -> None:
+        """sshd stopped and started again on the same port with the same host key, forwarding allowed or not."""
+        stop(self.sshd)
+        self.write_sshd_config(forwarding=forwarding)
+        self.start_sshd()
 
     # --- faults the tests inject
 
@@ -196,6 +229,29 @@ class LabHost:
             yield self
         finally:
             os.kill(self.sshd.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def forwarding_refused(self):
+        """sshd restarted with `AllowTcpForwarding no` for the block, then with forwarding allowed again: a lab
+        server whose admin forbids tunnels. It holds for connections made in the block; one opened before keeps
+        what its sshd allowed (each connection's sshd is a process of its own that outlives the listener)."""
+        self.restart_sshd(forwarding=False)
+        try:
+            yield self
+        finally:
+            self.restart_sshd(forwarding=True)
+
+    @contextlib.contextmanager
+    def dockerd_stopped(self):
+        """dockerd stopped (SIGTERM, waited for) for the block: sshd still answers, `docker` there cannot reach
+        its daemon. Then started again on the same data root, images kept, and waited for. Containers are not
+        removed first: a running one is stopped by the daemon itself and is not restarted."""
+        stop(self.dockerd)
+        try:
+            yield self
+        finally:
+            self.start_dockerd()
+            self.wait_for_dockerd()
 
     def load_image(self, ref: str) -> str:
         """`docker save REF | docker -H HOST load`: the image from the main daemon; returns its ID there."""
@@ -274,11 +330,12 @@ def processes_naming(text: str) -> list[int]:
 class LabHosts:
     """N simulated lab servers gpu1..gpuN, an ssh client key for them and the ssh config that names them."""
 
-    def __init__(self, count: int = 3) -> None:
+    def __init__(self, count: int = 3, disk_mb: int | None = None) -> None:
         self.session = uuid.uuid4().hex[:6]
         self.folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{self.session}-", dir="/tmp"))  # short socket paths
         self.hosts: list[LabHost] = []
         self.count = count
+        self.disk_mb = disk_mb  # each host's data root is a tmpfs of this size (LabHost.disk_mb)
 
     def start(self) -> LabHosts:
         for tool in ("dockerd", "docker", "ip", "ssh", "ssh-keygen", SSHD):
@@ -289,7 +346,7 @@ class LabHosts:
         for index, subnet in enumerate(free_subnets(self.count), 1):
             folder = self.folder / f"gpu{index}"
             folder.mkdir()
-            host = LabHost(f"gpu{index}", folder, f"{PREFIX}{self.session}{index}", subnet)
+            host = LabHost(f"gpu{index}", folder, f"{PREFIX}{self.session}{index}", subnet, disk_mb=self.disk_mb)
             self.hosts.append(host)
             host.create_bridge()
             host.start_dockerd()
