@@ -7,13 +7,10 @@ per check (the plugin's --labstack-report); they are merged into one table, juni
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labstack import ROOT
+from labstack.children import Children
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
 from labstack.gpu import GPU_MODES
@@ -91,7 +89,7 @@ def run_target(target: Target, gpu: str, out: Path) -> TargetResult:
     command = pytest_command(safe, gpu, out)
     record = out / f"{safe.label}.json"
     started = time.monotonic()
-    with running.start(command) as process:
+    with running.start(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
             stdout, stderr = process.communicate(timeout=TARGET_TIMEOUT)
             tail = (stdout + stderr).strip().splitlines()[-3:]
@@ -121,35 +119,7 @@ def merge_junit(results: list[TargetResult], path: Path) -> None:
     ET.ElementTree(merged).write(path, encoding="utf-8", xml_declaration=True)
 
 
-class Running:
-    """The pytest processes running now, so that Ctrl-C or SIGTERM stops them too instead of waiting for them."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.processes: set[subprocess.Popen] = set()
-
-    @contextlib.contextmanager
-    def start(self, command: list[str]):
-        with self.lock:
-            # A session of its own: stopping it stops what it started too (ssh, docker).
-            process = subprocess.Popen(
-                command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-            )
-            self.processes.add(process)
-        try:
-            yield process
-        finally:
-            with self.lock:
-                self.processes.discard(process)
-
-    def stop_all(self) -> None:
-        with self.lock:
-            for process in self.processes:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-
-
-running = Running()
+running = Children()
 
 
 def validate(targets: list[Target], gpu: str, out: Path, jobs: int, on_done=None) -> list[TargetResult]:

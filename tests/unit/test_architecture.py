@@ -9,7 +9,7 @@ from labstack import ROOT
 
 PACKAGE = ROOT / "labstack"
 CORE = {"labstack", "labstack.errors", "labstack.paths", "labstack.matrix", "labstack.engine", "labstack.gpu",
-        "labstack.hosts", "labstack.payload", "labstack.settings", "labstack.cli"}  # fmt: skip
+        "labstack.hosts", "labstack.payload", "labstack.settings", "labstack.cli", "labstack.children"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
