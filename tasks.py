@@ -9,6 +9,7 @@ from labstack.bench import commands as bench
 from labstack.build import commands as build_
 from labstack.cli import one_line_errors, run_tests, settings
 from labstack.compose import commands as compose
+from labstack.deploy import commands as deploy_
 from labstack.push import DEFAULT_OUT as PUSH_OUT
 from labstack.push import push_images
 from labstack.settings import DEFAULTS
@@ -208,8 +209,29 @@ def benchmark(
     bench.benchmark(framework, variant, workloads, quick, local, repeat, compare, out, cpus)
 
 
+@task(
+    help={
+        "hosts": "lab servers: ssh://[user@]host[:port], comma-separated, or @FILE (one a line) "
+        "(default: the lab's labstack.hosts setting)",
+        "image": "images to send, by name (torch-cpu: its lab image) or ref, comma-separated (default: every lab "
+        "image built here; per host the CPU ones, plus the CUDA ones its driver and toolkit can run)",
+        "via": "registry: each host pulls through an ssh tunnel to a registry run here, only the layers it lacks; "
+        "ssh: docker save | ssh docker load, the whole image; auto: registry, ssh where sshd refuses the tunnel "
+        "(default: auto)",
+        "check": "connect, check and print the plan; change nothing (default: off)",
+        "rollback": "point each image's name back at <ref>-previous, the image the last deploy replaced (default: off)",
+        "jobs": "hosts deployed at the same time (default: all, up to 8)",
+        "out": "folder for report.json, junit.xml and failed-hosts.txt (default: reports/deploy)",
+    }
+)
+@one_line_errors
+def deploy(c, hosts=None, image=None, via="auto", check=False, rollback=False, jobs=0, out="reports/deploy"):
+    """Send the images to lab servers by ID over ssh, verify, tag (keeping -previous) and smoke-run them there."""
+    deploy_.deploy(image, hosts or settings(c).hosts, via, check, rollback, int(jobs), out)
+
+
 ns = Collection(
-    lock, lab_add, base, build, wheels, validate, push, benchmark, test, env, data, up_cpu, up_gpu, down,
+    lock, lab_add, base, build, wheels, validate, push, deploy, benchmark, test, env, data, up_cpu, up_gpu, down,
     notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})
