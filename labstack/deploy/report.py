@@ -99,6 +99,7 @@ def write_reports(results: list[HostResult], options: dict, seconds: float, out:
                 "stage": r.stage or None,
                 "reason": r.reason or None,
                 "transport": r.transport or None,
+                "tunnel_port": r.tunnel_port,
                 "notes": r.notes,
                 "seconds": r.seconds,
                 "images": [action_record(a) for a in r.actions],

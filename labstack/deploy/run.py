@@ -53,6 +53,7 @@ class HostResult:
     stage: str = ""
     reason: str = ""
     transport: str = ""
+    tunnel_port: int | None = None  # the registry tunnel's port on the host (registry transport)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -173,7 +174,10 @@ class Deploy:
                     self.apply(connection, result, action, gpus)
             result.status = "done"
         except HostFailure as err:
-            result.fail(err.stage, str(err))
+            if self.children.stopping:
+                result.status = "interrupted"
+            else:
+                result.fail(err.stage, str(err))
         except KeyboardInterrupt:
             result.status = "interrupted"
         except Exception as err:  # a fault of labstack's own is this host's row too, never a traceback for all
@@ -211,6 +215,8 @@ class Deploy:
             action.seconds = round(time.monotonic() - started - action.waited, 1)
             self.say(f"{result.host.label}: {action.image.ref} {action.cell()}")
         except HostFailure as err:
+            if self.children.stopping:  # its ssh was stopped by Ctrl-C or SIGTERM: not this host's failure
+                raise KeyboardInterrupt from None
             action.fail(err.stage, str(err))
             self.say(f"{result.host.label}: {action.image.ref} FAILED ({err.stage}): {err}")
 
@@ -229,7 +235,7 @@ class Deploy:
     def pull(self, connection: Connection, result: HostResult, action: Action) -> str:
         image = action.image
         if connection.tunnel_port is None:  # one tunnel per host, opened before anything is pushed for it
-            connection.tunnel_port = connection.forward(self.start_registry().port)
+            connection.tunnel_port = result.tunnel_port = connection.forward(self.start_registry().port)
         waiting = time.monotonic()
         repository, digest = self.pushed_image(image)
         action.waited = round(time.monotonic() - waiting, 1)  # the push, shared by every host: not this host's time

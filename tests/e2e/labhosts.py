@@ -262,6 +262,17 @@ class LabHost:
             raise LabHostError(f"loading {ref} into {self.name} failed: {loaded.stderr.strip()}")
         return self.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
+    def image_ids(self) -> dict[str, str]:
+        """{repository:tag: image ID} of every tagged image on this host's daemon."""
+        listed = self.docker("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout
+        return dict(line.split() for line in listed.splitlines() if not line.startswith("<none>"))
+
+    def wipe(self) -> None:
+        """Remove every image of this host's daemon: the next deploy starts from nothing there."""
+        ids = self.docker("image", "ls", "--all", "--quiet", "--no-trunc").stdout.split()
+        if ids:
+            self.docker("image", "rm", "--force", *sorted(set(ids)), timeout=120)
+
     # --- stop
 
     def close(self) -> None:
