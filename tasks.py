@@ -10,8 +10,8 @@ from labstack.build import commands as build_
 from labstack.cli import one_line_errors, run_tests, settings
 from labstack.compose import commands as compose
 from labstack.deploy import commands as deploy_
-from labstack.push import DEFAULT_OUT as PUSH_OUT
-from labstack.push import push_images
+from labstack.deploy.push import DEFAULT_OUT as PUSH_OUT
+from labstack.deploy.push import push_images
 from labstack.settings import DEFAULTS
 from labstack.validate import commands as validate_
 
@@ -225,9 +225,9 @@ def benchmark(
     }
 )
 @one_line_errors
-def deploy(c, hosts=None, image=None, via="auto", check=False, rollback=False, jobs=0, out="reports/deploy"):
+def deploy(c, hosts=None, image=None, via="auto", check=False, rollback=False, jobs=None, out="reports/deploy"):
     """Send the images to lab servers by ID over ssh, verify, tag (keeping -previous) and smoke-run them there."""
-    deploy_.deploy(image, hosts or settings(c).hosts, via, check, rollback, int(jobs), out)
+    deploy_.deploy(image, hosts or settings(c).hosts, via, check, rollback, jobs, out)
 
 
 ns = Collection(

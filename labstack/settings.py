@@ -24,7 +24,7 @@ from labstack.paths import CACHE_VARIABLE
 class Settings:
     repository: str = ""  # namespace of the framework images, e.g. HOST:PORT/labstack for a lab registry
     cache: str = ""  # wheelhouse, build contexts, bench venvs (default: ~/.cache/labstack)
-    hosts: str = "local://"  # what `invoke validate` checks besides the images
+    hosts: str = "local://"  # what `invoke validate` checks besides the images; `invoke deploy`'s servers
     framework: str = "torch"  # the framework of `invoke env`, `up-cpu`, `up-gpu`
     project: str = ""  # the lab's code, mounted at /work by train and notebook (default: where compose runs)
     ssh_config: str = ""  # an ssh config file for labstack's ssh (`-F FILE`); default: the user's own

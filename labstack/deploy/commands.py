@@ -66,10 +66,12 @@ def chosen_refs(client, matrix: Matrix, text: str | None) -> list[str]:
 
 
 def deploy(
-    image: str | None, hosts: str, via: str = "auto", check: bool = False, rollback: bool = False, jobs: int = 0,
-    out: str = "reports/deploy",
+    image: str | None, hosts: str, via: str = "auto", check: bool = False, rollback: bool = False,
+    jobs: str | None = None, out: str = "reports/deploy",
 ) -> None:  # fmt: skip
     (via,) = choose("--via", via, VIAS, many=False)
+    if jobs is not None and not (str(jobs).isdigit() and int(jobs) > 0):
+        raise BadInput(f"--jobs {jobs}: give a number of hosts to deploy at the same time, 1 or more")
     if check and rollback:
         raise BadInput("--check and --rollback do not go together: --check shows what a deploy would send")
     targets = deploy_hosts(hosts)
@@ -82,7 +84,7 @@ def deploy(
     run = Deploy(client, images, via, check, rollback, named=bool(image), say=lambda text: console.print(text))
     started = time.monotonic()
     try:
-        results, stopped = deploy_all(run, targets, jobs or min(len(targets), MAX_DEFAULT_JOBS), lambda r: None)
+        results, stopped = deploy_all(run, targets, int(jobs or min(len(targets), MAX_DEFAULT_JOBS)), lambda r: None)
     finally:
         run.close()
     seconds = time.monotonic() - started

@@ -29,10 +29,10 @@ from pathlib import Path
 from labstack import payload
 from labstack.children import Children
 from labstack.deploy.plan import Action, LocalImage, PreflightFailure, layer_sizes, plan_host
+from labstack.deploy.registry import LocalRegistry, push, split_ref
 from labstack.deploy.ssh import Connection, HostFailure, kill
 from labstack.errors import LabstackError, first_line
 from labstack.hosts import Host
-from labstack.registry import LocalRegistry, push, split_ref
 
 VIAS = ("auto", "registry", "ssh")
 FACTS_TIMEOUT_S = 120
@@ -113,6 +113,7 @@ class Deploy:
         self.children = Children()
         self.folder = Path(tempfile.mkdtemp(prefix="lsd-", dir="/tmp"))  # ssh control sockets: short paths
         self.lock = threading.Lock()
+        self.registry_lock = threading.Lock()
         self.registry: LocalRegistry | None = None
         self.pushed: dict[str, tuple[str, str]] = {}  # ref -> (registry ref without tag, digest)
         self.manifests: dict[str, dict] = {}
@@ -120,7 +121,7 @@ class Deploy:
     # --- the registry, shared by every host
 
     def start_registry(self) -> LocalRegistry:
-        with self.lock:
+        with self.registry_lock:  # not the push's lock: a host opens its tunnel while another host's push runs
             if self.registry is None:
                 registry = LocalRegistry()
                 registry.__enter__()
@@ -180,7 +181,12 @@ class Deploy:
                 result.fail(err.stage, str(err))
         except KeyboardInterrupt:
             result.status = "interrupted"
+        except LabstackError as err:  # here, not on the host: the registry or the push (its message has the fix)
+            result.fail("registry", str(err))
         except Exception as err:  # a fault of labstack's own is this host's row too, never a traceback for all
+            if self.children.stopping:
+                result.status = "interrupted"
+                return result
             result.fail("labstack", f"{type(err).__name__}: {first_line(err)} (a labstack bug: please report it)")
         finally:
             connection.close()
@@ -281,7 +287,8 @@ class Deploy:
             if load.returncode < 0 or save.returncode < 0:
                 raise KeyboardInterrupt
         if save.returncode:
-            raise LabstackError(f"docker save {image.ref} failed here: {save_err.decode(errors='replace').strip()}")
+            reason = (save_err.decode(errors="replace").strip().splitlines() or [f"exit {save.returncode}"])[-1]
+            raise HostFailure("transfer", f"docker save {image.ref} failed here: {reason}")
         if load.returncode:
             reason = (err.decode(errors="replace").strip().splitlines() or [f"exit {load.returncode}"])[-1]
             raise HostFailure("transfer", f"docker load on {host} failed: {reason}")

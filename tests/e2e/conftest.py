@@ -30,6 +30,7 @@ CPU_IMAGES = MATRIX.select("all", "cpu")
 TEST_UID = TEST_GID = 4321
 COMMAND_TIMEOUT = 300
 SESSION = uuid.uuid4().hex[:6]
+DEPLOY_FIGURES = ROOT / "reports" / "deploy-figures.json"
 
 
 def pytest_collection_modifyitems(items):
@@ -172,6 +173,18 @@ def small_disk_host():
         yield hosts.start()
     finally:
         hosts.close()
+
+
+@pytest.fixture(scope="session")
+def deploy_figures():
+    """{what: figures} the deploy tests measure (times, bytes sent), written to reports/deploy-figures.json with
+    the machine's CPUs and load at the end of the session, and printed. Recorded, never asserted."""
+    found: dict = {"machine": {"cpus": os.cpu_count(), "load_at_start": round(os.getloadavg()[0], 2)}}
+    yield found
+    found["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
+    DEPLOY_FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    DEPLOY_FIGURES.write_text(json.dumps(found, indent=2) + "\n")
+    print(f"\ndeploy figures, also in {DEPLOY_FIGURES}:\n{json.dumps(found, indent=2)}")
 
 
 @pytest.fixture(scope="session")

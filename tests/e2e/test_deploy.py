@@ -115,9 +115,11 @@ def test_check_prints_the_plan_and_changes_nothing(deployer, fresh_hosts, os_ima
     assert all(host.image_ids() == {} for host in fresh_hosts.hosts)
 
 
-def test_first_deploy_pulls_through_a_tunnel_per_host_and_a_second_moves_nothing(deployer, fresh_hosts, os_image):
+def test_first_deploy_pulls_through_a_tunnel_per_host_and_a_second_moves_nothing(
+    deployer, fresh_hosts, os_image, deploy_figures
+):
     result, report, seconds = deployer("--image", os_image)
-    print(f"\ndeploy of the OS image to 3 empty hosts via registry: {seconds:.1f} s wall")
+    deploy_figures["first deploy, OS image, 3 hosts, via registry"] = {"wall_s": round(seconds, 1)}
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     hosts = by_host(report)
     assert statuses(report) == {"gpu1": ["pulled"], "gpu2": ["pulled"], "gpu3": ["pulled"]}
@@ -131,20 +133,24 @@ def test_first_deploy_pulls_through_a_tunnel_per_host_and_a_second_moves_nothing
     tagged = {host.name: tag_time(host, os_image) for host in fresh_hosts.hosts}
 
     result, report, seconds = deployer("--image", os_image)
-    print(f"second deploy to 3 hosts (nothing to send): {seconds:.1f} s wall, {report['seconds']} s inside deploy")
+    deploy_figures["second deploy, OS image, 3 hosts"] = {"wall_s": round(seconds, 1), "inside_s": report["seconds"]}
     assert result.returncode == 0, result.stderr[-2000:]
     assert statuses(report) == {"gpu1": ["unchanged"], "gpu2": ["unchanged"], "gpu3": ["unchanged"]}
     assert "deploy registry" not in result.stderr, "an unchanged deploy started the registry"
     assert {host.name: tag_time(host, os_image) for host in fresh_hosts.hosts} == tagged, "a tag moved"
 
 
-def test_one_host_down_fails_alone_and_the_failed_hosts_file_reruns_only_it(deployer, lab_hosts, child_image):
+def test_one_host_down_fails_alone_and_the_failed_hosts_file_reruns_only_it(
+    deployer, lab_hosts, child_image, deploy_figures
+):
     ref = child_image("down")
     deployer("--image", ref)  # sends it everywhere: the next runs compare like with like
     _, _, none_down = deployer("--image", ref)
     with lab_hosts.hosts[1].sshd_down():
         result, report, one_down = deployer("--image", ref)
-    print(f"\nunchanged deploy, 3 hosts: {none_down:.1f} s; with gpu2's sshd down: {one_down:.1f} s")
+    deploy_figures["unchanged deploy, 3 hosts, none down vs gpu2's sshd down"] = {
+        "none_down_s": round(none_down, 1), "one_down_s": round(one_down, 1),
+    }  # fmt: skip
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("labstack: 1 of 3 hosts failed (gpu2)") and "failed-hosts.txt" in last, last
@@ -165,10 +171,10 @@ def report_folder(deployer) -> Path:
     return deployer.folder / f"run{deployer.runs}"
 
 
-def test_a_stalled_host_fails_within_the_connect_timeout(deployer, lab_hosts, os_image):
+def test_a_stalled_host_fails_within_the_connect_timeout(deployer, lab_hosts, os_image, deploy_figures):
     with lab_hosts.hosts[2].sshd_stalled():
         result, report, seconds = deployer("--image", os_image, timeout=STALLED_RUN_LIMIT_S * 3)
-    print(f"\ndeploy with gpu3's sshd stopped (SIGSTOP): {seconds:.1f} s wall")
+    deploy_figures["deploy, 3 hosts, gpu3's sshd stalled (SIGSTOP)"] = {"wall_s": round(seconds, 1)}
     assert seconds < STALLED_RUN_LIMIT_S, f"a stalled host held the deploy for {seconds:.0f} s"
     assert result.returncode == 1
     hosts = by_host(report)
@@ -219,12 +225,14 @@ def test_a_host_refusing_the_tunnel_gets_the_image_by_ssh_under_auto_and_fails_u
     assert gpu2.image_ids()[ref] == local_id(ref)
 
 
-def test_via_ssh_a_replaced_image_is_kept_as_previous_and_rollback_restores_it(deployer, fresh_hosts, child_image):
+def test_via_ssh_a_replaced_image_is_kept_as_previous_and_rollback_restores_it(
+    deployer, fresh_hosts, child_image, deploy_figures
+):
     ref, old, new = "labstack-e2e/deploy-rollback:" + uuid.uuid4().hex[:6], child_image("old"), child_image("new")
     subprocess.run(["docker", "tag", old, ref], check=True)
     try:
         result, report, seconds = deployer("--image", ref, "--via", "ssh")
-        print(f"\ndeploy of a small image to 3 empty hosts via ssh: {seconds:.1f} s wall")
+        deploy_figures["first deploy, OS image + 1 file, 3 hosts, via ssh"] = {"wall_s": round(seconds, 1)}
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert statuses(report) == {"gpu1": ["loaded"], "gpu2": ["loaded"], "gpu3": ["loaded"]}
         assert {h["transport"] for h in report["hosts"]} == {"ssh"}

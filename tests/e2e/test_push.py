@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from labstack import ROOT
-from labstack import registry as registry_module
+from labstack.deploy import registry as registry_module
+from labstack.deploy.registry import LocalRegistry, free_port, manifest_digest, push, registry_ref
 from labstack.engine import connect
 from labstack.errors import LabstackError
 from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
-from labstack.registry import LocalRegistry, free_port, manifest_digest, push, registry_ref
 
 NAMESPACE = f"lspush-{uuid.uuid4().hex[:8]}"  # the matrix's images under a private name: never a lab's own
 MATRIX = load_matrix()
@@ -204,3 +204,17 @@ def test_a_storage_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "storage").write_text("not a folder")
     with pytest.raises(LabstackError, match=r"cannot use .*storage as the registry's storage"):
         LocalRegistry(tmp_path / "storage").__enter__()
+
+
+def test_a_storage_is_served_again_on_its_last_port_so_docker_knows_its_layers(tmp_path):
+    with LocalRegistry(tmp_path / "storage") as first:
+        port = first.port
+    with LocalRegistry(tmp_path / "storage") as again:
+        assert again.port == port
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the registry's last connections linger
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with LocalRegistry(tmp_path / "storage") as moved:
+            assert moved.port != port  # the last port is taken: another one, recorded for next time
+        assert (tmp_path / "storage" / "last-port").read_text().strip() == str(moved.port)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labstack.deploy.commands import REF, deploy_hosts
+from labstack.deploy.commands import REF, deploy, deploy_hosts
 from labstack.deploy.plan import LocalImage, PreflightFailure, layer_sizes, plan_host, same_image
 from labstack.deploy.report import FAILED_HOSTS, write_reports
 from labstack.deploy.run import HostResult, pulled_bytes
@@ -263,3 +263,21 @@ def test_the_reports_say_each_host_and_image_and_the_failed_hosts_file_reruns_on
     down.status, down.stage = "done", ""
     write_reports([ok, down], {}, 1.0, tmp_path, "abc")
     assert not Path(tmp_path / FAILED_HOSTS).exists(), "a stale list would rerun hosts that are fine now"
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"via": "ftp"}, "unknown --via ftp: choose from auto, registry, ssh"),
+        ({"jobs": "x"}, "--jobs x: give a number"),
+        ({"jobs": "0"}, "--jobs 0: give a number"),
+        ({"check": True, "rollback": True}, "--check and --rollback do not go together"),
+        ({"hosts": "local://"}, "deploy sends to lab servers over ssh, not to local://"),
+        ({"hosts": "ssh://-oProxyCommand=x"}, "cannot start with '-'"),
+    ],
+)
+def test_bad_options_are_one_line_before_docker_or_any_host_is_reached(options, words):
+    arguments = {"image": None, "hosts": "ssh://gpu1"} | options
+    with pytest.raises(BadInput) as failure:
+        deploy(**arguments)
+    assert words in str(failure.value)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from labstack import registry
+from labstack.deploy import registry
+from labstack.deploy.push import chosen_refs
+from labstack.deploy.registry import LocalRegistry, parse_registry, pinned_ref, registry_config, registry_ref
 from labstack.errors import BadInput, ExitCode, LabstackError
 from labstack.matrix import load_matrix
-from labstack.push import chosen_refs
-from labstack.registry import LocalRegistry, parse_registry, pinned_ref, registry_config, registry_ref
 
 
 @pytest.mark.parametrize(

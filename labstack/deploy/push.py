@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from labstack.build.layers import LAYER_NAMES, layer_ref
+from labstack.deploy.registry import manifest_digest, parse_registry, pinned_ref, push, registry_ref
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
 from labstack.matrix import GB, Image, Matrix, choose, load_matrix
 from labstack.paths import revision
-from labstack.registry import manifest_digest, parse_registry, pinned_ref, push, registry_ref
 
 DEFAULT_OUT = "reports/push/digests.json"
 
