@@ -68,6 +68,7 @@ def image_record(data: dict) -> dict:
         "labels": config.get("Labels") or {},
         "layers": (data.get("RootFS") or {}).get("Layers") or [],
         "size": data.get("Size", 0),
+        "created": data.get("Created", ""),
     }
 
 
@@ -123,12 +124,24 @@ def facts(refs: list[str]) -> dict:
         reason = (err.strip() or "; ".join((info or {}).get("ServerErrors") or []) or f"exit {code}").splitlines()
         record["docker"] = {"ok": False, "code": code, "error": reason[-1] if reason else f"exit {code}"}
         return record
-    keep = ("ServerVersion", "DockerRootDir", "Driver", "Runtimes", "DiscoveredDevices", "OperatingSystem")
+    keep = (
+        "ServerVersion", "DockerRootDir", "Driver", "DriverStatus", "Runtimes", "DiscoveredDevices", "OperatingSystem",
+    )  # fmt: skip
     record["docker"] = {"ok": True, "info": {key: info.get(key) for key in keep}}
     record["free_at"], record["free_bytes"] = free_bytes(info.get("DockerRootDir") or "/var/lib/docker")
     record["images"], record["layers"] = images(refs)
     return record
 
 
+def main(argv: list[str]) -> int:
+    """`hostfacts.py REF...`: the facts; `hostfacts.py --image NAME`: what the server holds under one name."""
+    if argv[:1] == ["--image"]:
+        found = inspect(argv[1:2])
+        print(json.dumps(image_record(found[0]) if found else None, sort_keys=True))
+    else:
+        print(json.dumps(facts(argv), sort_keys=True))
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(facts(sys.argv[1:]), sort_keys=True))
+    sys.exit(main(sys.argv[1:]))

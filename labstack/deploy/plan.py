@@ -31,6 +31,7 @@ class LocalImage:
     layer_sizes: dict[str, int]  # diff ID -> bytes unpacked
     size: int
     digests: frozenset[str] = frozenset()  # manifest digests known here (RepoDigests), sha256:...
+    created: str = ""
 
     @property
     def cuda(self) -> bool:
@@ -56,14 +57,25 @@ def layer_sizes(layers: list[str], history: list[dict], size: int) -> dict[str, 
     return {layer: size for layer in layers}
 
 
-def same_image(local: LocalImage, held: dict | None) -> bool:
-    """The host holds this very image: its ID is our image ID, or (Docker's containerd image store reports the
-    manifest digest as the ID) a manifest digest we know for it; and the labels agree."""
+def containerd_store(facts: dict) -> bool:
+    """Docker's containerd image store (the default from Docker 29) reports an image's manifest digest as its ID."""
+    status = ((facts.get("docker") or {}).get("info") or {}).get("DriverStatus") or []
+    return any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
+
+
+def same_image(local: LocalImage, held: dict | None, containerd: bool = False, digest: str = "") -> bool:
+    """The host holds this very image, and the labels agree: its ID is our image ID, or a manifest digest we know
+    for it. A containerd image store reports the manifest digest as the ID, and one made by `docker load` or by
+    another registry is not known here: there the same layers, in order, with the same creation time count."""
     if not held:
         return False
+    if (held.get("labels") or {}) != local.labels:
+        return False
+    known = {local.id, *local.digests, *([digest] if digest else [])}
     held_digests = {d.rpartition("@")[2] for d in held.get("repo_digests") or []}
-    same = held["id"] == local.id or held["id"] in local.digests or bool(held_digests & local.digests)
-    return same and (held.get("labels") or {}) == local.labels
+    if held["id"] in known or held_digests & known:
+        return True
+    return containerd and list(held.get("layers") or []) == list(local.layers) and held.get("created") == local.created
 
 
 def docker_problem(docker: dict, host: str) -> str | None:
@@ -174,7 +186,7 @@ def plan_host(
             action.kind = "rollback"
             if not previous:
                 action.fail("rollback", f"{host} has no {image.previous}: nothing to roll back to")
-        elif same_image(image, current):
+        elif same_image(image, current, containerd_store(facts)):
             action.kind = "unchanged"
         elif cuda and named:
             action.fail("preflight", cuda[1])

@@ -28,7 +28,15 @@ from pathlib import Path
 
 from labstack import payload
 from labstack.children import Children
-from labstack.deploy.plan import Action, LocalImage, PreflightFailure, layer_sizes, plan_host
+from labstack.deploy.plan import (
+    Action,
+    LocalImage,
+    PreflightFailure,
+    containerd_store,
+    layer_sizes,
+    plan_host,
+    same_image,
+)
 from labstack.deploy.registry import LocalRegistry, push, split_ref
 from labstack.deploy.ssh import Connection, HostFailure, kill
 from labstack.errors import LabstackError, first_line
@@ -39,7 +47,13 @@ FACTS_TIMEOUT_S = 120
 TRANSFER_TIMEOUT_S = 3 * 3600
 SMOKE_TIMEOUT_S = 300
 CHUNK = 1 << 20
-MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPES = ", ".join(
+    f"application/vnd.{kind}+json"
+    for kind in (
+        "docker.distribution.manifest.v2", "oci.image.manifest.v1",
+        "docker.distribution.manifest.list.v2", "oci.image.index.v1",
+    )
+)  # fmt: skip
 # Tag the new image, keeping what the name pointed at as -previous; the script is fixed, the IDs and names are
 # its arguments (never shell text).
 RETAG = 'set -e; if [ -n "$1" ]; then docker tag "$1" "$3"; fi; docker tag "$2" "$4"'
@@ -80,6 +94,7 @@ def local_images(client, refs: list[str]) -> list[LocalImage]:
                 layer_sizes=layer_sizes(layers, client.api.history(attrs["Id"]), attrs.get("Size", 0)),
                 size=attrs.get("Size", 0),
                 digests=frozenset(d.rpartition("@")[2] for d in attrs.get("RepoDigests") or []),
+                created=attrs.get("Created", ""),
             )
         )
     return images
@@ -94,12 +109,18 @@ def pulled_bytes(output: str, manifest: dict) -> int:
 
 
 def fetch_manifest(address: str, repository: str, digest: str) -> dict:
+    """The image manifest (its layers and their sizes) of what was pushed; a containerd image store pushes an
+    index, whose first entry for a real platform (not an attestation's `unknown`) is the image."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(
-        f"http://{address}/v2/{repository}/manifests/{digest}",
-        headers={"Accept": MANIFEST_TYPES},
+        f"http://{address}/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_TYPES}
     )
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=30) as answer:
-        return json.loads(answer.read())
+    with opener.open(request, timeout=30) as answer:
+        manifest = json.loads(answer.read())
+    for entry in manifest.get("manifests") or []:
+        if (entry.get("platform") or {}).get("os") != "unknown":
+            return fetch_manifest(address, repository, entry["digest"])
+    return manifest
 
 
 class Deploy:
@@ -117,6 +138,7 @@ class Deploy:
         self.registry: LocalRegistry | None = None
         self.pushed: dict[str, tuple[str, str]] = {}  # ref -> (registry ref without tag, digest)
         self.manifests: dict[str, dict] = {}
+        self.containerd: dict[Host, bool] = {}  # hosts whose Docker uses the containerd image store
 
     # --- the registry, shared by every host
 
@@ -161,6 +183,7 @@ class Deploy:
         try:
             connection.open()
             facts = self.facts(connection)
+            self.containerd[host] = containerd_store(facts)
             try:
                 result.actions = plan_host(facts, self.images, host.label, self.named, self.rollback)
             except PreflightFailure as err:
@@ -251,9 +274,8 @@ class Deploy:
             raise HostFailure("transfer", f"docker pull on {result.host.label} failed: {last_line(pulled)}")
         action.sent_bytes = pulled_bytes(pulled.stdout, self.manifests[image.ref])
         action.done = "pulled"
-        held = self.inspect_id(connection, remote)
         try:
-            self.verify(image, held, digest, result.host.label)
+            held = self.verify(connection, image, remote, digest)
             self.retag(connection, action.held_id, held, image)
         finally:
             connection.run(["docker", "image", "rm", remote], "tag")  # the tunnel's name only; the image stays
@@ -293,22 +315,30 @@ class Deploy:
             reason = (err.decode(errors="replace").strip().splitlines() or [f"exit {load.returncode}"])[-1]
             raise HostFailure("transfer", f"docker load on {host} failed: {reason}")
         action.sent_bytes, action.done = sent, "loaded"
-        found = re.search(r"Loaded image ID: (sha256:[0-9a-f]{64})", out.decode(errors="replace"))
-        held = found.group(1) if found else ""
-        self.verify(image, held, "", host)
+        found = re.search(r"Loaded image(?: ID)?: (\S+)", out.decode(errors="replace"))
+        held = self.verify(connection, image, found.group(1) if found else image.id)
         self.retag(connection, action.held_id, held, image)
         return held
 
-    def inspect_id(self, connection: Connection, name: str) -> str:
-        done = connection.run(["docker", "image", "inspect", "--format", "{{.Id}}", name], "verify")
-        return done.stdout.strip() if done.returncode == 0 else ""
+    def held(self, connection: Connection, name: str) -> dict | None:
+        """What the host holds under `name` (ID, labels, layers, creation time), by the payload's own reader."""
+        done = connection.run(
+            ["python3", "-", "--image", name], "verify", FACTS_TIMEOUT_S, stdin=payload.standalone("hostfacts")
+        )
+        try:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
 
-    @staticmethod
-    def verify(image: LocalImage, held: str, digest: str, host: str) -> None:
-        if held not in {image.id, digest, *image.digests} or not held:
+    def verify(self, connection: Connection, image: LocalImage, name: str, digest: str = "") -> str:
+        """The ID the host holds under `name` after the transfer, if it is this image; else a HostFailure."""
+        held = self.held(connection, name)
+        if not same_image(image, held, containerd=self.containerd.get(connection.host, False), digest=digest):
+            have = (held or {}).get("id", "")[:19] or "nothing"
             raise HostFailure(
-                "verify", f"{host} holds {held[:19] or 'nothing'} after the transfer, not {image.id[:19]}: deploy again"
+                "verify", f"{connection.host.label} holds {have} after the transfer, not {image.id[:19]}: deploy again"
             )
+        return held["id"]
 
     def retag(self, connection: Connection, held_id: str | None, new_id: str, image: LocalImage) -> None:
         """Point the name at the new image; what it pointed at before becomes -previous. Then check the name."""
@@ -316,7 +346,8 @@ class Deploy:
         done = connection.run(["sh", "-c", RETAG, "retag", keep, new_id, image.previous, image.ref], "tag")
         if done.returncode:
             raise HostFailure("tag", f"docker tag on {connection.host.label} failed: {last_line(done)}")
-        if self.inspect_id(connection, image.ref) != new_id:
+        named = connection.run(["docker", "image", "inspect", "--format", "{{.Id}}", image.ref], "tag")
+        if named.stdout.strip() != new_id:
             raise HostFailure("tag", f"{image.ref} on {connection.host.label} does not point at {new_id[:19]}")
 
     def smoke(self, connection: Connection, image: LocalImage, gpus: bool) -> None:

@@ -24,7 +24,7 @@ CPU = LocalImage(
     ref="labstack/torch:2.13.0-cpu-lab", id="sha256:" + "c" * 64, labels={"labstack.variant": "cpu"},
     layers=("sha256:base", "sha256:torch", "sha256:lab"),
     layer_sizes={"sha256:base": 100 * MB, "sha256:torch": 700 * MB, "sha256:lab": 500 * MB}, size=1300 * MB,
-    digests=frozenset({"sha256:" + "d" * 64}),
+    digests=frozenset({"sha256:" + "d" * 64}), created="2026-11-27T04:00:00.123Z",
 )  # fmt: skip
 CUDA = LocalImage(
     ref="labstack/torch:2.13.0-cuda13.0-lab", id="sha256:" + "e" * 64,
@@ -81,6 +81,18 @@ def test_the_containerd_image_store_reports_the_manifest_digest_as_id_and_that_i
     assert same_image(
         CPU, held(CPU, id="sha256:" + "f" * 64, repo_digests=[f"127.0.0.1:5000/labstack/torch@{manifest}"])
     )
+
+
+def test_a_containerd_store_image_loaded_or_pulled_elsewhere_is_the_same_by_layers_and_creation_time():
+    store = {"ok": True, "info": {"DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}}
+    loaded = held(CPU, id="sha256:" + "9" * 64, created=CPU.created)
+    (action,) = plan_host(facts(docker=store, images={CPU.ref: loaded}), [CPU], "gpu1")
+    assert action.kind == "unchanged"
+    (action,) = plan_host(facts(images={CPU.ref: loaded}), [CPU], "gpu1")
+    assert action.kind == "transfer", "on the classic store the ID is the config digest: another ID is another image"
+    other_time = held(CPU, id="sha256:" + "9" * 64, created="2020-01-01T00:00:00Z")
+    (action,) = plan_host(facts(docker=store, images={CPU.ref: other_time}), [CPU], "gpu1")
+    assert action.kind == "transfer"
 
 
 def test_another_id_or_other_labels_under_the_name_is_replaced_and_the_old_id_kept_for_previous():
