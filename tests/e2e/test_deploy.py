@@ -262,8 +262,15 @@ def test_rollback_without_a_previous_image_fails_and_says_so(deployer, fresh_hos
     assert image["stage"] == "rollback" and "nothing to roll back to" in image["reason"]
 
 
-def test_ctrl_c_stops_every_host_writes_the_report_and_leaves_nothing_running(deployer, fresh_hosts, child_image):
-    ref = child_image("interrupted")
+@pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [(signal.SIGINT, 130, "labstack: interrupted"), (signal.SIGTERM, 143, "labstack: terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_signal_stops_every_host_writes_the_report_and_leaves_nothing_running(
+    deployer, fresh_hosts, child_image, sig, code, line
+):
+    ref = child_image(f"stopped-{code}")
     command, out = deployer.command("--image", ref, "--via", "ssh")
     process = subprocess.Popen(
         command, cwd=ROOT, env=deployer.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -272,10 +279,10 @@ def test_ctrl_c_stops_every_host_writes_the_report_and_leaves_nothing_running(de
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not processes_naming("docker load"):
         time.sleep(0.05)  # until the transfers are under way
-    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    os.killpg(process.pid, sig)  # as Ctrl-C does to the foreground group; `timeout` and systemd send SIGTERM
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "labstack: interrupted" and "Traceback" not in stderr
+    assert process.returncode == code, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == line and "Traceback" not in stderr
     report = json.loads((out / "report.json").read_text())
     assert {h["status"] for h in report["hosts"]} <= {"interrupted", "done"}
     assert not report["passed"]
