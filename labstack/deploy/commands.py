@@ -90,7 +90,7 @@ def deploy(
     seconds = time.monotonic() - started
     options = {"images": refs, "via": via, "check": check, "rollback": rollback, "hosts": [h.spec for h in targets]}
     report = write_reports(results, options, seconds, Path(out), revision() or "unknown")
-    print_table(results, refs, check)
+    print_table(results, images, check)
     print(f"{len(targets)} hosts in {seconds:.1f} s; report: {report}, JUnit: {report.parent / 'junit.xml'}")
     if stopped is not None:
         raise stopped

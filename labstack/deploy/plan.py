@@ -9,6 +9,7 @@ missing, stopped or not usable by this user, too little disk) fails as a whole a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from labstack.errors import ExitCode
@@ -38,20 +39,50 @@ class LocalImage:
         return self.labels.get("labstack.variant") == "cuda"
 
     @property
+    def name(self) -> str:
+        """What the table calls it: torch-cpu-lab for a labstack image (refs differ only at their ends), else the
+        ref's last part."""
+        framework, variant = self.labels.get("labstack.framework"), self.labels.get("labstack.variant")
+        if framework and variant:
+            layer = self.labels.get("labstack.layer")
+            return f"{framework}-{variant}" + (f"-{layer}" if layer else "")
+        return self.ref.rpartition("/")[2]
+
+    @property
     def previous(self) -> str:
         return self.ref + PREVIOUS
 
     def missing_bytes(self, held_layers: set[str]) -> int:
-        return sum(self.layer_sizes.get(layer, 0) for layer in self.layers if layer not in held_layers)
+        missing = sum(self.layer_sizes.get(layer, 0) for layer in self.layers if layer not in held_layers)
+        return min(missing, self.size)
+
+
+# History entries of instructions that only change the config: they add no layer (WORKDIR does under BuildKit,
+# which creates the folder, and does not under the classic builder, so it is tried both ways).
+METADATA = re.compile(
+    r"^(?:/bin/sh -c #\(nop\)\s*)?(ARG|ENV|ENTRYPOINT|CMD|USER|LABEL|EXPOSE|VOLUME|STOPSIGNAL|HEALTHCHECK|SHELL|"
+    r"ONBUILD|MAINTAINER|WORKDIR)\b"
+)
 
 
 def layer_sizes(layers: list[str], history: list[dict], size: int) -> dict[str, int]:
-    """Bytes per layer from `docker history` (newest first). History entries that add a layer are the ones with
-    a size, plus empty ones where the counts say so; when they cannot be matched to the layers, each layer is
-    counted as the whole image (never too little for the disk check)."""
+    """Bytes per layer from `docker history` (newest first), whose entries are not marked as layers: those with a
+    size are; of the empty ones, RUN, COPY and ADD are (their files may all be empty), and WORKDIR is under
+    BuildKit only. The first reading whose count is the layers' wins; when none fits, each layer counts as the
+    whole image, and `missing_bytes` never counts more than the image."""
     entries = list(reversed(history))
-    sized = [e for e in entries if e.get("Size", 0) > 0]
-    for candidates in (sized, entries):
+
+    def instruction(entry: dict) -> str:
+        found = METADATA.match((entry.get("CreatedBy") or "").strip())
+        return found.group(1) if found else ""
+
+    readings = (
+        [e for e in entries if e.get("Size", 0) > 0],
+        [e for e in entries if e.get("Size", 0) > 0 or instruction(e) in ("", "WORKDIR")],
+        [e for e in entries if e.get("Size", 0) > 0 or instruction(e) == ""],
+        entries,
+    )
+    for candidates in readings:
         if len(candidates) == len(layers):
             return {layer: int(e.get("Size", 0)) for layer, e in zip(layers, candidates, strict=True)}
     return {layer: size for layer in layers}

@@ -13,14 +13,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from labstack.deploy.plan import Action, human
+from labstack.deploy.plan import Action, LocalImage, human
 from labstack.deploy.run import HostResult
 
 FAILED_HOSTS = "failed-hosts.txt"
-
-
-def column(ref: str) -> str:
-    return ref.rpartition("/")[2]
 
 
 def cell(result: HostResult, action: Action | None, check: bool) -> str:
@@ -31,18 +27,24 @@ def cell(result: HostResult, action: Action | None, check: bool) -> str:
     return action.cell(check) if action else ""
 
 
-def print_table(results: list[HostResult], refs: list[str], check: bool, console: Console | None = None) -> None:
-    console = console or Console()
+def print_table(
+    results: list[HostResult], images: list[LocalImage], check: bool, console: Console | None = None
+) -> None:
+    if console is None:
+        console = Console()
+        needed = 8 + sum(max(len(image.name), 20) + 3 for image in images) + 10
+        if not console.is_terminal and console.width < needed:  # a log is read whole: no cell folded in two
+            console = Console(width=needed)
     if check:
         print("the plan (--check: nothing was changed)")
     table = Table()
     table.add_column("host")
-    for ref in refs:
-        table.add_column(column(ref))
+    for image in images:
+        table.add_column(image.name, overflow="fold")
     table.add_column("time", justify="right")
     for result in results:
         by_ref = {a.image.ref: a for a in result.actions}
-        cells = [cell(result, by_ref.get(ref), check) for ref in refs]
+        cells = [cell(result, by_ref.get(image.ref), check) for image in images]
         styled = [f"[red]{c}[/red]" if c.startswith("FAILED") else c for c in cells]
         table.add_row(result.host.label, *styled, f"{result.seconds:.1f} s")
     console.print(table)
@@ -59,9 +61,9 @@ def diagnoses(results: list[HostResult]) -> list[str]:
             lines.append(f"{label}: FAILED ({result.stage}): {result.reason}")
         for action in result.actions:
             if action.kind == "fail":
-                lines.append(f"{label}: {column(action.image.ref)} FAILED ({action.stage}): {action.reason}")
+                lines.append(f"{label}: {action.image.name} FAILED ({action.stage}): {action.reason}")
             elif action.kind == "skip":
-                lines.append(f"{label}: {column(action.image.ref)} skipped: {action.reason}")
+                lines.append(f"{label}: {action.image.name} skipped: {action.reason}")
         lines += [f"{label}: {note}" for note in result.notes]
     return lines
 

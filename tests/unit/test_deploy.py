@@ -201,6 +201,40 @@ def test_layer_sizes_follow_the_history_entries_that_add_a_layer_and_never_under
     }  # fmt: skip
 
 
+def test_buildkit_history_gives_each_layer_its_size_empty_runs_and_workdir_included():
+    history = [  # the torch CPU lab image's, newest first, as Docker 20.10 with BuildKit reports it
+        {"Size": 0, "CreatedBy": "USER lab"},
+        {"Size": 0, "CreatedBy": "ENV PATH=/opt/venv/bin:/usr/bin"},
+        {"Size": 118, "CreatedBy": "RUN /bin/sh -c user_site=... # buildkit"},
+        {"Size": 507, "CreatedBy": "RUN /bin/sh -c sh /tmp/layer/install-layer.sh lab # buildkit"},
+        {"Size": 0, "CreatedBy": "USER root"},
+        {"Size": 865, "CreatedBy": "RUN /bin/sh -c sh /tmp/labstack/install.sh # buildkit"},
+        {"Size": 0, "CreatedBy": 'CMD ["python"]'},
+        {"Size": 0, "CreatedBy": "WORKDIR /home/lab"},
+        {"Size": 21, "CreatedBy": "RUN |4 LABSTACK_PACKAGES=python3 ..."},
+        {"Size": 0, "CreatedBy": "ARG LABSTACK_UID=1000"},
+        {"Size": 0, "CreatedBy": "RUN |1 LABSTACK_PACKAGES=python3 ..."},
+        {"Size": 173, "CreatedBy": ""},
+    ]
+    layers = [f"sha256:{n}" for n in range(7)]
+    sizes = layer_sizes(layers, history, 1684)
+    assert list(sizes.values()) == [173, 0, 21, 0, 865, 507, 118]
+    assert sum(sizes.values()) == 1684
+
+
+def test_when_the_history_cannot_be_read_no_image_counts_more_than_its_size():
+    image = LocalImage("x:1", "sha256:x", {}, ("a", "b", "c"), layer_sizes(["a", "b", "c"], [], 100), 100)
+    assert image.missing_bytes(set()) == 100 and image.missing_bytes({"a"}) == 100
+
+
+def test_the_table_names_labstack_images_by_framework_variant_and_layer():
+    assert LocalImage("r/os:1", "i", {}, (), {}, 0).name == "os:1"
+    lab = LocalImage(
+        "x", "i", {"labstack.framework": "torch", "labstack.variant": "cuda", "labstack.layer": "lab"}, (), {}, 0
+    )
+    assert lab.name == "torch-cuda-lab"
+
+
 def test_what_a_pull_moved_is_counted_from_the_layers_docker_downloaded():
     manifest = {
         "config": {"size": 5000},
