@@ -39,9 +39,15 @@ def control_master(lab: LabHosts, host: LabHost):
             assert master.poll() is None and time.monotonic() < deadline, f"no ssh master to {host.name}"
             time.sleep(0.1)
         yield str(control)
-    finally:
+    finally:  # as labstack closes one: -O exit, then SIGTERM, then SIGKILL (a master was once seen still running
+        # 20 s after SIGTERM on a loaded machine)
+        ssh(lab, "-S", str(control), "-O", "exit", host.name)
         master.terminate()
-        master.wait(20)
+        try:
+            master.wait(20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(20)
 
 
 def remote_forward(lab: LabHosts, host: LabHost) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
