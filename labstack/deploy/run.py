@@ -250,16 +250,25 @@ class Deploy:
             self.say(f"{result.host.label}: {action.image.ref} FAILED ({err.stage}): {err}")
 
     def transfer(self, connection: Connection, result: HostResult, action: Action) -> str:
+        """By the registry, or by ssh: from the start (--via ssh), or under --via auto for a host whose sshd
+        refuses the tunnel, or for every host when the deploy registry cannot start here."""
         if result.transport == "registry":
             try:
                 return self.pull(connection, result, action)
             except HostFailure as err:
                 if err.stage != "tunnel" or self.via != "auto":
                     raise
-                result.transport = "ssh"
-                result.notes.append(f"{err}; sent by ssh instead (--via auto)")
-                self.say(f"{result.host.label}: the registry tunnel was refused: sending by ssh instead")
+                self.fall_back(result, f"{err}; sent by ssh instead (--via auto)")
+            except LabstackError as err:  # the registry here: not started, or the push failed
+                if self.via != "auto":
+                    raise HostFailure("registry", str(err)) from None
+                self.fall_back(result, f"the deploy registry failed here ({err}); sent by ssh instead (--via auto)")
         return self.load(connection, action)
+
+    def fall_back(self, result: HostResult, note: str) -> None:
+        result.transport = "ssh"
+        result.notes.append(note)
+        self.say(f"{result.host.label}: {note}")
 
     def pull(self, connection: Connection, result: HostResult, action: Action) -> str:
         image = action.image

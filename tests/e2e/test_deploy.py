@@ -225,6 +225,22 @@ def test_a_host_refusing_the_tunnel_gets_the_image_by_ssh_under_auto_and_fails_u
     assert gpu2.image_ids()[ref] == local_id(ref)
 
 
+def test_when_the_deploy_registry_cannot_start_auto_sends_by_ssh_and_registry_fails_saying_why(
+    lab_hosts, child_image, tmp_path
+):
+    ref = child_image("no-registry")
+    (tmp_path / "cache").write_text("a file where the cache folder should be: the registry's storage cannot be made")
+    deployer = Deployer(lab_hosts, tmp_path, tmp_path / "cache")
+    result, report, _ = deployer("--image", ref, "--via", "registry")
+    assert result.returncode == 1
+    image = by_host(report)["gpu1"]["images"][0]
+    assert image["stage"] == "registry" and "as the registry's storage" in image["reason"], image
+    result, report, _ = deployer("--image", ref)  # --via auto
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert statuses(report) == {"gpu1": ["loaded"], "gpu2": ["loaded"], "gpu3": ["loaded"]}
+    assert all("deploy registry failed here" in " ".join(h["notes"]) for h in report["hosts"])
+
+
 def test_via_ssh_a_replaced_image_is_kept_as_previous_and_rollback_restores_it(
     deployer, fresh_hosts, child_image, deploy_figures
 ):
