@@ -9,7 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from labstack.build.layers import layer_ref
+from labstack.build.layers import LAYER_NAMES, layer_ref
+from labstack.deploy.push import build_hint
+from labstack.deploy.push import chosen_refs as matrix_refs
 from labstack.deploy.report import FAILED_HOSTS, print_table, write_reports
 from labstack.deploy.run import VIAS, Deploy, deploy_all, local_images
 from labstack.engine import connect, image_or_none
@@ -41,28 +43,28 @@ def deploy_hosts(text: str) -> list[Host]:
 
 
 def chosen_refs(client, matrix: Matrix, text: str | None) -> list[str]:
-    """The images to send: those named (matrix names give their lab image; refs are taken as they are), or every
-    lab image built here. Deploy builds nothing."""
-    by_name = {image.name: layer_ref(image, DEPLOY_LAYER) for image in matrix.images}
-    if text:
-        refs = []
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            if part == "all":
-                refs += list(by_name.values())
-            elif part in by_name:
-                refs.append(by_name[part])
-            elif REF.fullmatch(part):
-                refs.append(part)
-            else:
-                choose("image", part, by_name)  # the one-line 'unknown image' error, with the names it knows
-        for ref in refs:
-            if image_or_none(client, ref) is None:
-                raise LabstackError(f"{ref} is not an image here: build it (`invoke build`); deploy builds nothing")
-        return list(dict.fromkeys(refs))
-    refs = [ref for ref in by_name.values() if image_or_none(client, ref) is not None]
-    if not refs:
-        raise LabstackError("no lab image is built here: run `invoke build` first (deploy builds nothing)")
-    return refs
+    """The images to send: the lab image of each matrix name, a matrix ref at its own layer (as `invoke push`
+    reads them), any other image ref as it is; or every lab image built here. Deploy builds nothing."""
+    if not text:
+        refs = [ref for _, _, ref in matrix_refs(matrix, None, DEPLOY_LAYER) if image_or_none(client, ref)]
+        if not refs:
+            raise LabstackError("no lab image is built here: run `invoke build` first (deploy builds nothing)")
+        return refs
+    names = tuple(image.name for image in matrix.images)
+    known = {layer_ref(image, layer) for image in matrix.images for layer in LAYER_NAMES} | {*names, "all"}
+    chosen = []
+    for word in (w.strip() for w in text.split(",") if w.strip()):
+        if word in known:
+            chosen += matrix_refs(matrix, word, DEPLOY_LAYER)
+        elif REF.fullmatch(word):
+            chosen.append((None, None, word))
+        else:
+            choose("image", word, names)  # the one-line 'unknown image' error, with the names it knows
+    for image, layer, ref in chosen:
+        if image_or_none(client, ref) is None:
+            build = build_hint(image, layer) if image else "`invoke build`"
+            raise LabstackError(f"{ref} is not an image here: build it ({build}); deploy builds nothing")
+    return list(dict.fromkeys(ref for _, _, ref in chosen))
 
 
 def deploy(
@@ -84,7 +86,7 @@ def deploy(
     run = Deploy(client, images, via, check, rollback, named=bool(image), say=lambda text: console.print(text))
     started = time.monotonic()
     try:
-        results, stopped = deploy_all(run, targets, int(jobs or min(len(targets), MAX_DEFAULT_JOBS)), lambda r: None)
+        results, stopped = deploy_all(run, targets, int(jobs or min(len(targets), MAX_DEFAULT_JOBS)))
     finally:
         run.close()
     seconds = time.monotonic() - started

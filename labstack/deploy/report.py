@@ -20,11 +20,13 @@ FAILED_HOSTS = "failed-hosts.txt"
 
 
 def cell(result: HostResult, action: Action | None, check: bool) -> str:
-    if result.status in ("FAILED", "interrupted") and (action is None or action.kind not in ("fail",)):
-        if action is not None and action.done:  # finished before the host failed later
-            return action.cell(check)
-        return f"FAILED ({result.stage})" if result.status == "FAILED" else "interrupted"
-    return action.cell(check) if action else ""
+    """An image's cell on a host: what happened to it; where the host failed or was stopped before the image
+    was done, that."""
+    if action is not None and (action.kind == "fail" or action.done or result.status not in ("FAILED", "interrupted")):
+        return action.cell(check)
+    if result.status == "FAILED":
+        return f"FAILED ({result.stage})"
+    return "interrupted" if result.status == "interrupted" else ""
 
 
 def print_table(

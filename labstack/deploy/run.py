@@ -217,19 +217,19 @@ class Deploy:
         return result
 
     def facts(self, connection: Connection) -> dict:
-        refs = [image.ref for image in self.images]
-        done = connection.run(
-            ["python3", "-", *refs], "preflight", FACTS_TIMEOUT_S, stdin=payload.standalone("hostfacts")
-        )
+        return self.hostfacts(connection, "preflight", *(image.ref for image in self.images))
+
+    def hostfacts(self, connection: Connection, stage: str, *args: str):
+        """payload/hostfacts.py run on the host from source (`python3 -`, the program on stdin): its JSON line."""
+        done = connection.run(["python3", "-", *args], stage, FACTS_TIMEOUT_S, stdin=payload.standalone("hostfacts"))
         if done.returncode == 127:
-            raise HostFailure(
-                "preflight", f"no python3 on {connection.host.label}: install it there (deploy's preflight runs it)"
-            )
+            host = connection.host.label
+            raise HostFailure(stage, f"no python3 on {host}: install it there (deploy's checks run with it)")
         try:
             return json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            raise HostFailure("preflight", f"the preflight on {connection.host.label} failed: {last}") from None
+            reason = last_line(done.stderr, done.returncode)
+            raise HostFailure(stage, f"the {stage} on {connection.host.label} failed: {reason}") from None
 
     def apply(self, connection: Connection, result: HostResult, action: Action, gpus: bool) -> None:
         """Transfer (or roll back), verify, tag, smoke-run one image; a failure fails this image on this host."""
@@ -280,7 +280,7 @@ class Deploy:
         remote = f"127.0.0.1:{connection.tunnel_port}/{repository}@{digest}"
         pulled = connection.run(["docker", "pull", remote], "transfer", TRANSFER_TIMEOUT_S)
         if pulled.returncode:
-            raise HostFailure("transfer", f"docker pull on {result.host.label} failed: {last_line(pulled)}")
+            raise HostFailure("transfer", f"docker pull on {result.host.label} failed: {said(pulled)}")
         action.sent_bytes = pulled_bytes(pulled.stdout, self.manifests[image.ref])
         action.done = "pulled"
         try:
@@ -318,30 +318,19 @@ class Deploy:
             if load.returncode < 0 or save.returncode < 0:
                 raise KeyboardInterrupt
         if save.returncode:
-            reason = (save_err.decode(errors="replace").strip().splitlines() or [f"exit {save.returncode}"])[-1]
+            reason = last_line(save_err, save.returncode)
             raise HostFailure("transfer", f"docker save {image.ref} failed here: {reason}")
         if load.returncode:
-            reason = (err.decode(errors="replace").strip().splitlines() or [f"exit {load.returncode}"])[-1]
-            raise HostFailure("transfer", f"docker load on {host} failed: {reason}")
+            raise HostFailure("transfer", f"docker load on {host} failed: {last_line(err, load.returncode)}")
         action.sent_bytes, action.done = sent, "loaded"
         found = re.search(r"Loaded image(?: ID)?: (\S+)", out.decode(errors="replace"))
         held = self.verify(connection, image, found.group(1) if found else image.id)
         self.retag(connection, action.held_id, held, image)
         return held
 
-    def held(self, connection: Connection, name: str) -> dict | None:
-        """What the host holds under `name` (ID, labels, layers, creation time), by the payload's own reader."""
-        done = connection.run(
-            ["python3", "-", "--image", name], "verify", FACTS_TIMEOUT_S, stdin=payload.standalone("hostfacts")
-        )
-        try:
-            return json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return None
-
     def verify(self, connection: Connection, image: LocalImage, name: str, digest: str = "") -> str:
         """The ID the host holds under `name` after the transfer, if it is this image; else a HostFailure."""
-        held = self.held(connection, name)
+        held = self.hostfacts(connection, "verify", "--image", name)  # what the host holds under that name
         if not same_image(image, held, containerd=self.containerd.get(connection.host, False), digest=digest):
             have = (held or {}).get("id", "")[:19] or "nothing"
             raise HostFailure(
@@ -354,7 +343,7 @@ class Deploy:
         keep = held_id if held_id and held_id != new_id else ""
         done = connection.run(["sh", "-c", RETAG, "retag", keep, new_id, image.previous, image.ref], "tag")
         if done.returncode:
-            raise HostFailure("tag", f"docker tag on {connection.host.label} failed: {last_line(done)}")
+            raise HostFailure("tag", f"docker tag on {connection.host.label} failed: {said(done)}")
         named = connection.run(["docker", "image", "inspect", "--format", "{{.Id}}", image.ref], "tag")
         if named.stdout.strip() != new_id:
             raise HostFailure("tag", f"{image.ref} on {connection.host.label} does not point at {new_id[:19]}")
@@ -372,7 +361,7 @@ class Deploy:
             command += ["--entrypoint", "true", image.ref]
         done = connection.run(command, "smoke", SMOKE_TIMEOUT_S)
         if done.returncode:
-            raise HostFailure("smoke", f"{image.ref} did not start on {connection.host.label}: {last_line(done)}")
+            raise HostFailure("smoke", f"{image.ref} did not start on {connection.host.label}: {said(done)}")
         if framework:
             try:
                 probe = json.loads(done.stdout.strip().splitlines()[-1])
@@ -386,12 +375,17 @@ class Deploy:
                 )
 
 
-def last_line(done: subprocess.CompletedProcess) -> str:
-    text = (done.stderr or done.stdout or "").strip()
-    return text.splitlines()[-1] if text else f"exit {done.returncode}"
+def last_line(output: str | bytes, code: int) -> str:
+    """What a command said last (its stderr's last line, say), or its exit status when it said nothing."""
+    text = (output.decode(errors="replace") if isinstance(output, bytes) else output or "").strip()
+    return text.splitlines()[-1] if text else f"exit {code}"
 
 
-def deploy_all(deploy: Deploy, hosts: list[Host], jobs: int, on_done) -> tuple[list[HostResult], BaseException | None]:
+def said(done: subprocess.CompletedProcess) -> str:
+    return last_line(done.stderr or done.stdout, done.returncode)
+
+
+def deploy_all(deploy: Deploy, hosts: list[Host], jobs: int) -> tuple[list[HostResult], BaseException | None]:
     """Every host, `jobs` at a time. Ctrl-C or SIGTERM stops every child (ssh masters, pulls, loads): the hosts
     not finished are `interrupted`, and the signal is returned so the report is written before it ends the run."""
     results = {host: HostResult(host, status="interrupted") for host in hosts}
@@ -402,7 +396,6 @@ def deploy_all(deploy: Deploy, hosts: list[Host], jobs: int, on_done) -> tuple[l
         for future in as_completed(futures):
             result = future.result()
             results[result.host] = result
-            on_done(result)
     except BaseException as err:  # KeyboardInterrupt, Terminated
         stopped = err
         deploy.children.stop_all()

@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from labstack.children import Children
@@ -68,7 +69,7 @@ class Connection:
         self.host = host
         self.children = children
         self.config = ssh_config()
-        self.socket = folder / f"{abs(hash(host.spec)) % 10**8}.sock"  # short: a unix socket path has 108 bytes
+        self.socket = folder / f"{uuid.uuid4().hex[:12]}.sock"  # short: a unix socket path has 108 bytes
         self.log = self.socket.with_suffix(".log")
         self.master: subprocess.Popen | None = None
         self.tunnel_port: int | None = None  # the registry tunnel's port on the host, once opened
@@ -133,7 +134,7 @@ class Connection:
         )  # fmt: skip
         port = done.stdout.strip()
         if done.returncode or not port.isdigit():
-            reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             raise HostFailure(
                 "tunnel",
                 f"sshd on {self.host.label} refused the registry tunnel ({reason}): allow it there "
