@@ -4,6 +4,7 @@ running as the munge user, and closing the cluster leaves no daemon, step, task 
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 import socket
 import time
@@ -25,6 +26,18 @@ def srun_per_node(cluster: SlurmCluster, script: str) -> dict[str, str]:
     )
     assert done.returncode == 0, done.stderr
     return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+@contextlib.contextmanager
+def explained(cluster: SlurmCluster, job: str, folder: Path, node: str = "n2"):
+    """A wait that times out says where the job stood: its state and reason, its output, the node's log."""
+    try:
+        yield
+    except AssertionError as error:
+        shown = cluster.run("scontrol", "show", "job", job).stdout
+        state = " ".join(w for w in shown.split() if w.startswith(("JobState=", "Reason=", "NodeList=")))
+        output = "".join(p.read_text() for p in folder.glob("*.out"))
+        raise AssertionError(f"{error}\njob {job}: {state}\noutput: {output}\n{cluster.tails(node)}") from None
 
 
 def uid_of(pid: int) -> int:
@@ -55,7 +68,9 @@ def test_scancel_reaches_the_batch_scripts_term_trap(slurm_cluster, lab_hosts, s
         "#!/bin/bash\n"
         f"trap 'date +%s%N > {trapped}; exit 143' TERM\n"
         f'echo "$SLURMD_NODENAME $DOCKER_HOST" > {started}\n'
-        "sleep 300 & wait $!\n"  # bash runs a trap only between commands: wait returns on the signal
+        # bash runs a trap only between commands, and `wait` returns on the signal. The loop: scancel signals
+        # every process of the job one by one, and a sleep killed first would otherwise end the script untrapped.
+        "while :; do sleep 300 & wait $!; done\n"
     )
     submitted = slurm_cluster.run(
         "sbatch", "--parsable", "--nodelist=n2", "--time=2", f"--chdir={tmp_path}", f"--output={tmp_path}/%j.out",
@@ -64,14 +79,16 @@ def test_scancel_reaches_the_batch_scripts_term_trap(slurm_cluster, lab_hosts, s
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip().split(";")[0]
     began = time.monotonic()
-    wait_for(lambda: started.is_file() and started.read_text().strip(), 30, "the batch script to start")
+    with explained(slurm_cluster, job, tmp_path):
+        wait_for(lambda: started.is_file() and started.read_text().strip(), 30, "the batch script to start")
     slurm_figures["sbatch_to_script_ms"] = round((time.monotonic() - began) * 1000)
     assert started.read_text().split() == ["n2", lab_hosts.hosts[1].docker_host]
 
     cancel_ns = time.time_ns()
     cancelled = slurm_cluster.run("scancel", job)
     assert cancelled.returncode == 0, cancelled.stderr
-    wait_for(lambda: trapped.is_file() and trapped.read_text().strip(), 10, "the TERM trap to run")
+    with explained(slurm_cluster, job, tmp_path):
+        wait_for(lambda: trapped.is_file() and trapped.read_text().strip(), 10, "the TERM trap to run")
     slurm_figures["scancel_to_trap_ms"] = round((int(trapped.read_text()) - cancel_ns) / 1e6, 1)
     slurm_cluster.wait_idle()
 
