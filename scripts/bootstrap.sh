@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
 # for the OS layer, OpenSSH (the tests simulate lab servers with their own sshd; validate reaches hosts through
-# ssh), Debian's docker-registry (labstack runs its binary on loopback; the package's service stays off), and a
-# Python venv in .venv with labstack and its test tools.
+# ssh), Debian's docker-registry (labstack runs its binary on loopback; the package's service stays off), Slurm
+# and MUNGE (the tests run a 3-node cluster of their own; the packages' services stay off), and a Python venv in
+# .venv with labstack and its test tools.
 # Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-
 [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
 command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridges
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)  # labstack runs the binary with its own loopback config
+# slurm-wlm: slurmctld + slurmd + the client tools. Not slurm-wlm-emulator: that is a FrontEnd build, which cannot
+# run several slurmd (-N n1, n2, n3) on one host.
+[[ -x /usr/sbin/slurmctld && -x /usr/sbin/slurmd && -x /usr/bin/sbatch ]] || need+=(slurm-wlm)
+[[ -x /usr/sbin/munged ]] || need+=(munge)
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "[bootstrap] installing ${need[*]}" >&2
@@ -28,6 +33,20 @@ if ((${#need[@]})); then
       as_root service docker-registry stop >/dev/null 2>&1 || true
       as_root update-rc.d docker-registry disable >/dev/null 2>&1 || true
     fi
+  fi
+  if [[ " ${need[*]} " == *" slurm-wlm "* || " ${need[*]} " == *" munge "* ]]; then
+    # The tests start munged, slurmctld and the slurmds themselves, with their own key, config, ports and state
+    # under a temp folder (tests/e2e/slurmcluster.py). The packages' services would use /etc/slurm and
+    # /etc/munge instead, and a running system slurmd would answer on the same default ports: they stay off.
+    # In CI containers policy-rc.d usually stopped them from starting already; where systemd runs they did start.
+    for service in slurmctld slurmd munge; do
+      if [[ -d /run/systemd/system ]]; then
+        as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+      else
+        as_root service "$service" stop >/dev/null 2>&1 || true
+        as_root update-rc.d "$service" disable >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 

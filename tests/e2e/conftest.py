@@ -24,6 +24,7 @@ from labstack.compose.env import env_values, write_env
 from labstack.engine import connect
 from labstack.matrix import load_matrix
 from tests.e2e.labhosts import LabHosts, free_port
+from tests.e2e.slurmcluster import SlurmCluster
 
 MATRIX = load_matrix()
 CPU_IMAGES = MATRIX.select("all", "cpu")
@@ -31,6 +32,7 @@ TEST_UID = TEST_GID = 4321
 COMMAND_TIMEOUT = 300
 SESSION = uuid.uuid4().hex[:6]
 DEPLOY_FIGURES = ROOT / "reports" / "deploy-figures.json"
+SLURM_FIGURES = ROOT / "reports" / "slurm-figures.json"
 
 
 def pytest_collection_modifyitems(items):
@@ -175,16 +177,38 @@ def small_disk_host():
         hosts.close()
 
 
-@pytest.fixture(scope="session")
-def deploy_figures():
-    """{what: figures} the deploy tests measure (times, bytes sent), written to reports/deploy-figures.json with
-    the machine's CPUs and load at the end of the session, and printed. Recorded, never asserted."""
+def recorded_figures(path: Path, what: str):
+    """{what: figures} the tests of a session measure, written to `path` with the machine's CPUs and load at the
+    end of the session, and printed. Recorded, never asserted."""
     found: dict = {"machine": {"cpus": os.cpu_count(), "load_at_start": round(os.getloadavg()[0], 2)}}
     yield found
     found["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
-    DEPLOY_FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    DEPLOY_FIGURES.write_text(json.dumps(found, indent=2) + "\n")
-    print(f"\ndeploy figures, also in {DEPLOY_FIGURES}:\n{json.dumps(found, indent=2)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(found, indent=2) + "\n")
+    print(f"\n{what} figures, also in {path}:\n{json.dumps(found, indent=2)}")
+
+
+@pytest.fixture(scope="session")
+def deploy_figures():
+    """What the deploy tests measure (times, bytes sent): reports/deploy-figures.json."""
+    yield from recorded_figures(DEPLOY_FIGURES, "deploy")
+
+
+@pytest.fixture(scope="session")
+def slurm_figures():
+    """What the Slurm tests measure (cluster start, scancel to the job's trap): reports/slurm-figures.json."""
+    yield from recorded_figures(SLURM_FIGURES, "slurm")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(lab_hosts):
+    """A real Slurm cluster of three nodes n1..n3 (munged, slurmctld, one slurmd each) whose node nI runs its
+    jobs' docker commands on lab host gpuI's daemon; started once, every node idle, always torn down."""
+    cluster = SlurmCluster(lab_hosts.hosts)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")
