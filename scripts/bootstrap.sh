@@ -2,8 +2,8 @@
 # Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
 # for the OS layer, OpenSSH (the tests simulate lab servers with their own sshd; validate reaches hosts through
 # ssh), Debian's docker-registry (labstack runs its binary on loopback; the package's service stays off), Slurm
-# and MUNGE (the tests run a 3-node cluster of their own; the packages' services stay off), and a Python venv in
-# .venv with labstack and its test tools.
+# and MUNGE (the tests run a 3-node cluster of their own; the packages' services stay off), shellcheck and skopeo
+# (the cluster batch scripts and image exports), and a Python venv in .venv with labstack and its test tools.
 # Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,10 @@ command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridg
 # run several slurmd (-N n1, n2, n3) on one host.
 [[ -x /usr/sbin/slurmctld && -x /usr/sbin/slurmd && -x /usr/bin/sbatch ]] || need+=(slurm-wlm)
 [[ -x /usr/sbin/munged ]] || need+=(munge)
+# shellcheck lints the Slurm batch scripts labstack renders (pyxis and apptainer ones run only on paper here);
+# skopeo reads the image archives `invoke export` writes, as a cluster without Docker would.
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v skopeo >/dev/null || need+=(skopeo)
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "[bootstrap] installing ${need[*]}" >&2
