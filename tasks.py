@@ -8,6 +8,7 @@ from invoke import Collection, Exit, task
 from labstack.bench import commands as bench
 from labstack.build import commands as build_
 from labstack.cli import one_line_errors, run_tests, settings
+from labstack.cluster import commands as cluster
 from labstack.compose import commands as compose
 from labstack.deploy import commands as deploy_
 from labstack.deploy.push import DEFAULT_OUT as PUSH_OUT
@@ -230,8 +231,50 @@ def deploy(c, hosts=None, image=None, via="auto", check=False, rollback=False, j
     deploy_.deploy(image, hosts or settings(c).hosts, via, check, rollback, jobs, out)
 
 
+@task(
+    help={
+        "image": "the image, by name (torch-cpu: its lab image) or ref; the job is pinned to its ID here "
+        "(default: the lab's framework's CPU lab image)",
+        "runtime": "docker: each task a docker run on its node; pyxis: srun --container-image; apptainer: a SIF "
+        "(default: docker)",
+        "run": "run name: the folder under --runs for the script, the job output and the checkpoints; the same "
+        "run resumes (default: slurm-IMAGE)",
+        "command": "options of the built-in trainer (--synthetic --epochs 3) or the lab's own command "
+        "(python my_train.py), as train takes them (default: the built-in trainer)",
+        "nodes": "nodes (default: 1)",
+        "tasks_per_node": "tasks per node, one container each (default: 1)",
+        "cpus_per_task": "CPUs per task: the container's --cpus and its thread pools (default: 2)",
+        "gpus_per_task": "GPUs per task: the container sees those only (default: 0)",
+        "mem": "memory per node, as Slurm's --mem (4G), shared by its tasks (default: the cluster's)",
+        "time": "time limit, as Slurm's --time (90, 1:30:00, 1-00:00) (default: 1:00:00)",
+        "partition": "partition (default: the cluster's default)",
+        "signal_lead": "seconds before the time limit when the tasks get SIGTERM and checkpoint (default: 120)",
+        "runs": "runs folder, shared by the nodes, mounted at /runs (default: runs)",
+        "data": "data folder, shared by the nodes, mounted read-only at /data (default: data)",
+        "project": "the lab's code, shared by the nodes, mounted at /work (default: the lab's labstack.project "
+        "setting, else here)",
+        "image_id": "the image's ID (sha256:...), for a login node without Docker (default: read here)",
+        "container_image": "pyxis: dockerd://REF or a squashfs file; apptainer: the SIF (default: dockerd://IMAGE; "
+        "exports/NAME.sif)",
+        "submit": "submit it with sbatch and print the job's ID (default: only write the script)",
+    }
+)
+@one_line_errors
+def slurm(
+    c, image=None, runtime="docker", run=None, command=None, nodes="1", tasks_per_node="1", cpus_per_task="2",
+    gpus_per_task="0", mem="", time="1:00:00", partition="", signal_lead="120", runs="runs", data="data",
+    project=None, image_id=None, container_image="", submit=False,
+):  # fmt: skip
+    """Write a Slurm batch script that runs a labstack image on a cluster's nodes; --submit submits it."""
+    lab = settings(c)
+    cluster.slurm(
+        image, lab.framework, runtime, run, command, nodes, tasks_per_node, cpus_per_task, gpus_per_task, mem, time,
+        partition, signal_lead, runs, data, project or lab.project or ".", image_id, container_image, submit,
+    )  # fmt: skip
+
+
 ns = Collection(
-    lock, lab_add, base, build, wheels, validate, push, deploy, benchmark, test, env, data, up_cpu, up_gpu, down,
-    notebook_lock, notebook_image,
+    lock, lab_add, base, build, wheels, validate, push, deploy, slurm, benchmark, test, env, data, up_cpu, up_gpu,
+    down, notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

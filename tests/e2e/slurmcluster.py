@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labstack import ROOT
 from tests.e2e.labhosts import LabHost, LabHostError, free_port, log_tail, stop, wait_until
 
 MUNGE_USER = "munge"
@@ -38,6 +39,7 @@ COMMAND_TIMEOUT = 60
 PREFIX = "lsl"
 NODE_CPUS = 2  # what each node offers, whatever this machine has (config_overrides): the same on every machine
 NODE_MEMORY_MB = 1024
+EPILOG = ROOT / "labstack" / "cluster" / "epilog.sh"  # shipped for clusters' nodes: removes a job's containers
 TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "sinfo", "scontrol")
 
 
@@ -170,6 +172,16 @@ class SlurmCluster:
             "exit 0\n"
         )
         prolog.chmod(0o755)
+        # The node's epilog is labstack's own (what a cluster's admins install), run with the node's DOCKER_HOST.
+        epilog = self.folder / "epilog.sh"
+        epilog.write_text(
+            "#!/bin/sh\n"
+            f'env_file="{self.folder}/nodes/$SLURMD_NODENAME.env"\n'
+            '[ -r "$env_file" ] && { set -a; . "$env_file"; set +a; }\n'
+            f"export SLURM_CONF={self.conf}\n"
+            f"exec {EPILOG}\n"
+        )
+        epilog.chmod(0o755)
         for node in self.nodes:
             self.node_env(node.name).write_text(f"DOCKER_HOST={node.host.docker_host}\n" if node.host else "")
         plugstack = self.folder / "plugstack.conf"  # not /etc/slurm's
@@ -212,6 +224,7 @@ class SlurmCluster:
             "InactiveLimit=0\n"
             "SlurmdTimeout=30\n"
             f"TaskProlog={prolog}\n"
+            f"Epilog={self.folder / 'epilog.sh'}\n"
             f"{node_lines}"
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
         )
