@@ -9,6 +9,7 @@ from labstack.bench import commands as bench
 from labstack.build import commands as build_
 from labstack.cli import one_line_errors, run_tests, settings
 from labstack.cluster import commands as cluster
+from labstack.cluster import export as export_
 from labstack.compose import commands as compose
 from labstack.deploy import commands as deploy_
 from labstack.deploy.push import DEFAULT_OUT as PUSH_OUT
@@ -122,6 +123,20 @@ def validate(c, image=None, hosts=None, gpu="auto", out="reports/validate", jobs
 def push(c, registry=None, image=None, layer="lab", out=PUSH_OUT):
     """Push the images to a lab's registry (same repository and tag there); record their digests for deploy."""
     push_images(registry, image, layer, out)
+
+
+@task(
+    help={
+        "image": "images to export, by name (torch-cpu, at --layer) or ref (its own layer), comma-separated or all "
+        "(default: every matrix image built here at --layer)",
+        "layer": "framework, lab or notebook: which layer of the named images (default: lab)",
+        "out": f"folder for NAME.tar, NAME.tar.sha256 and NAME.json (default: {export_.DEFAULT_OUT})",
+    }
+)
+@one_line_errors
+def export(c, image=None, layer="lab", out=export_.DEFAULT_OUT):
+    """Write the images as docker save archives with checksums, for clusters without Docker (Apptainer, enroot)."""
+    export_.export(image, layer, out)
 
 
 @task(
@@ -274,7 +289,7 @@ def slurm(
 
 
 ns = Collection(
-    lock, lab_add, base, build, wheels, validate, push, deploy, slurm, benchmark, test, env, data, up_cpu, up_gpu,
-    down, notebook_lock, notebook_image,
+    lock, lab_add, base, build, wheels, validate, push, deploy, slurm, export, benchmark, test, env, data, up_cpu,
+    up_gpu, down, notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

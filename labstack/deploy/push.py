@@ -58,8 +58,11 @@ def build_hint(image: Image, layer: str) -> str:
     return f"`invoke build --framework {image.framework} --variant {image.variant} --layer {layer}`"
 
 
-def existing(client, wanted: list[tuple[Image, str, str]], named: bool, layer: str) -> list[tuple[str, Any]]:
-    """(ref, docker image) of what is built here; a named image not built here, or none at all, is an error."""
+def existing(
+    client, wanted: list[tuple[Image, str, str]], named: bool, layer: str, verb: str = "push"
+) -> list[tuple[str, Any]]:
+    """(ref, docker image) of what is built here; a named image not built here, or none at all, is an error that
+    names the build, since `verb` (push, export) builds nothing."""
     present = []
     for matrix_image, its_layer, ref in wanted:
         local = image_or_none(client, ref)
@@ -67,11 +70,11 @@ def existing(client, wanted: list[tuple[Image, str, str]], named: bool, layer: s
             present.append((ref, local))
         elif named:
             raise LabstackError(
-                f"{ref} is not built here: run {build_hint(matrix_image, its_layer)} (push builds nothing)"
+                f"{ref} is not built here: run {build_hint(matrix_image, its_layer)} ({verb} builds nothing)"
             )
     if not present:
         raise LabstackError(
-            f"no labstack {layer} image is built here: run `invoke build --layer {layer}` first (push builds nothing)"
+            f"no labstack {layer} image is built here: run `invoke build --layer {layer}` first ({verb} builds nothing)"
         )
     return present
 

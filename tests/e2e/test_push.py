@@ -22,6 +22,7 @@ from labstack.deploy.registry import LocalRegistry, free_port, manifest_digest, 
 from labstack.engine import connect
 from labstack.errors import LabstackError
 from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
+from tests.invoking import assert_one_line_failure, run_invoke
 
 NAMESPACE = f"lspush-{uuid.uuid4().hex[:8]}"  # the matrix's images under a private name: never a lab's own
 MATRIX = load_matrix()
@@ -30,19 +31,7 @@ LISTEN = "0A"  # TCP state in /proc/net/tcp
 
 
 def invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=COMMAND_TIMEOUT, env={**os.environ, REPOSITORY_VARIABLE: NAMESPACE, **(env or {})},
-    )  # fmt: skip
-
-
-def assert_one_line_failure(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("labstack: ")
-    for word in words:
-        assert word in lines[0], lines[0]
+    return run_invoke(*args, env={REPOSITORY_VARIABLE: NAMESPACE, **(env or {})}, timeout=COMMAND_TIMEOUT)
 
 
 def tags_in(namespace: str) -> list[str]:

@@ -1,0 +1,25 @@
+"""`invoke` run as a user types it, from the checkout, and the one `labstack:` line every failure ends in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from labstack import ROOT
+
+
+def run_invoke(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("labstack: ")
+    for word in words:
+        assert word in lines[0], lines[0]
