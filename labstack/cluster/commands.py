@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labstack.build.layers import layer_ref
-from labstack.cluster.job import Job, Resources, count, render, sif_name
+from labstack.cluster.job import Job, Resources, check_image_id, check_names, count, render, sif_name
 from labstack.deploy.commands import DEPLOY_LAYER, REF
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
@@ -96,18 +96,18 @@ def slurm(
         mem=mem or "", time=time, partition=partition or "", signal_lead_s=count("signal-lead", signal_lead),
     )  # fmt: skip
     ref, min_driver = image_ref(image, framework)
-    if image_id:
-        if not image_id.startswith(ID):
-            image_id = ID + image_id
-    else:
+    run = run or f"slurm-{sif_name(ref).removesuffix('.sif')}"
+    check_names(runtime, run)
+    words = trainer_command(command, run)
+    folders = folder(runs, "runs", must_exist=False), folder(project, "project"), folder(data, "data")
+    if image_id:  # a login node without Docker: the ID as given, the driver floor from the matrix
+        image_id = check_image_id(image_id if image_id.startswith(ID) else ID + image_id)
+    else:  # everything the user typed is checked before Docker is asked
         image_id, label = local_identity(ref)
         min_driver = label or min_driver
-    run = run or f"slurm-{sif_name(ref).removesuffix('.sif')}"
-    runs_folder = folder(runs, "runs", must_exist=False)
     job = Job(
-        run=run, image=ref, image_id=image_id, command=trainer_command(command, run), runs=runs_folder,
-        project=folder(project, "project"), data=folder(data, "data"), runtime=runtime, resources=resources,
-        min_driver=min_driver, container_image=container_image or "",
+        run=run, image=ref, image_id=image_id, command=words, runs=folders[0], project=folders[1], data=folders[2],
+        runtime=runtime, resources=resources, min_driver=min_driver, container_image=container_image or "",
     )  # fmt: skip
     try:
         job.folder.mkdir(parents=True, exist_ok=True)

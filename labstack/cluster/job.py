@@ -117,12 +117,8 @@ class Job:
     container_image: str = ""  # pyxis: dockerd://REF or a squashfs file; apptainer: the SIF file
 
     def __post_init__(self) -> None:
-        if self.runtime not in RUNTIMES:
-            raise BadInput(f"--runtime {self.runtime!r}: choose from {', '.join(RUNTIMES)}")
-        if not RUN_NAME.fullmatch(self.run):
-            raise BadInput(f"--run {self.run!r} is not a run name: letters, digits, '.', '_', '-' (at most 64)")
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", self.image_id):
-            raise BadInput(f"image ID {self.image_id!r} is not sha256:<64 hex digits>")
+        check_names(self.runtime, self.run)
+        check_image_id(self.image_id)
         if self.min_driver and not re.fullmatch(r"\d+(\.\d+)*", self.min_driver):
             raise BadInput(f"min_driver {self.min_driver!r} is not a driver version (580.65.06)")
         for path in (self.runs, self.project, self.data):
@@ -145,6 +141,19 @@ class Job:
     @property
     def sif(self) -> str:
         return self.container_image or str(self.runs.parent / "exports" / f"{sif_name(self.image)}")
+
+
+def check_names(runtime: str, run: str) -> None:
+    if runtime not in RUNTIMES:
+        raise BadInput(f"--runtime {runtime!r}: choose from {', '.join(RUNTIMES)}")
+    if not RUN_NAME.fullmatch(run):
+        raise BadInput(f"--run {run!r} is not a run name: letters, digits, '.', '_', '-' (at most 64)")
+
+
+def check_image_id(image_id: str) -> str:
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", image_id):
+        raise BadInput(f"image ID {image_id!r} is not sha256:<64 hex digits>")
+    return image_id
 
 
 def sif_name(ref: str) -> str:

@@ -79,10 +79,11 @@ def shared(tmp_path_factory):
 
 def render(shared: Path, run: str, *options: str, submit: SlurmCluster | None = None) -> subprocess.CompletedProcess:
     """`invoke slurm` as a user types it, from the project folder; with `submit`, --submit to that cluster."""
+    limits = [] if "--time" in options else ["--time", "5", "--signal-lead", "30"]  # invoke takes an option once
     command = [
         sys.executable, "-m", "invoke", "-r", str(ROOT), "slurm", "--run", run, "--runs", str(shared / "runs"),
-        "--data", str(shared / "data"), "--project", str(shared / "project"), "--time", "5", "--signal-lead", "30",
-        *options, *(["--submit"] if submit else []),
+        "--data", str(shared / "data"), "--project", str(shared / "project"), *limits, *options,
+        *(["--submit"] if submit else []),
     ]  # fmt: skip
     env = submit.environ() if submit else None
     return subprocess.run(command, cwd=shared / "project", capture_output=True, text=True, timeout=120, env=env)
@@ -226,6 +227,30 @@ def test_scancel_leaves_no_container_and_a_checkpoint_and_the_job_resumes(
     epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line]
     assert epochs[-1]["epoch"] == 4 and events(shared, run, again)[-1][1] == "step-end 0"
     assert not containers(host, again)
+
+
+def test_the_time_limits_signal_makes_the_trainer_checkpoint_and_the_job_end_before_the_limit(
+    slurm_cluster, lab_hosts, job_image, shared, slurm_figures
+):
+    """--time 1 with --signal-lead 40: Slurm's SIGTERM comes about 20 s in (its timer checks limits every few
+    seconds), the trainer checkpoints, and the job ends well before the minute, without a container left."""
+    run = "limit"
+    folder = shared / "runs" / run
+    options = ("--cpus-per-task", "1", "--command", "--synthetic --epochs 1000 --log-every 5")
+    assert render(shared, run, *options, "--time", "1", "--signal-lead", "40").returncode == 0
+    job, submitted = sbatch(slurm_cluster, script_of(shared, run), "--nodelist=n1")
+    output = finished(slurm_cluster, shared, run, job, timeout=120)
+    recorded = events(shared, run, job)
+    ended = recorded[-1][0]
+    assert recorded[-1][1] == "step-end 143", output
+    assert ended - event_time(recorded, "start") < 55, output  # before the limit's own TERM and KILL
+    stops = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if '"stop"' in line]
+    assert [s["signal"] for s in stops] == ["SIGTERM"] and (folder / "checkpoint.pt").is_file()
+    assert f"resubmit to resume: sbatch {script_of(shared, run)}" in output
+    assert not containers(lab_hosts.hosts[0], job)
+    slurm_figures["time_limit_signal_after_s"] = round(
+        next(when for when, what in recorded if what.startswith("task-signal")) - submitted, 1
+    )
 
 
 def test_the_epilog_removes_containers_a_job_left_and_those_of_jobs_that_are_over(

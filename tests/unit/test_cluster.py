@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from labstack.cluster.commands import image_ref, trainer_command
 from labstack.cluster.job import RUNTIMES, Job, Resources, count, memory_mb, render, sif_name, time_limit_s
 from labstack.errors import BadInput
 from labstack.payload import in_image
+from tests.invoking import assert_one_line_failure, run_invoke
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
@@ -213,3 +215,50 @@ def test_the_image_is_a_matrix_name_a_matrix_ref_or_a_ref():
         with pytest.raises(BadInput, match="--image"):
             image_ref(bad, "torch")
     assert sif_name("labstack/torch:2.13.0-cpu-lab") == "torch-2.13.0-cpu-lab.sif"
+
+
+NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def slurm_cli(tmp_path: Path, *args: str, env: dict | None = None, data: str = "") -> subprocess.CompletedProcess:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    folders = ("--runs", str(tmp_path / "runs"), "--data", data or str(tmp_path / "data"), "--project", str(tmp_path))
+    return run_invoke("slurm", *folders, *args, env={**NO_DOCKER, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("--nodes", "x"), 2, ("--nodes 'x' is not a whole number",)),
+        (("--gpus-per-task", "-1"), 2, ("--gpus-per-task -1 is too small",)),
+        (("--time", "1h"), 2, ("--time '1h'",)),
+        (("--time", "1", "--signal-lead", "90"), 2, ("--signal-lead 90 s",)),
+        (("--runtime", "podman"), 2, ("choose from docker, pyxis, apptainer",)),
+        (("--run", "../up"), 2, ("--run '../up'",)),
+        (("--image", "--privileged"), 2, ("neither an image name",)),
+        (("--command", "python 'open"), 2, ("--command",)),
+        ((), 3, ("cannot reach the Docker daemon", "--image-id")),
+        (("--image-id", "sha256:abc"), 2, ("image ID",)),
+        (("--data", "/nonexistent"), 2, ("data folder /nonexistent",)),
+    ],
+)
+def test_invoke_slurm_says_what_is_wrong_in_one_line(tmp_path, args, code, words):
+    """Everything typed is checked before Docker is asked: with no daemon here, only a good command reaches it."""
+    data = args[1] if args[:1] == ("--data",) else ""
+    assert_one_line_failure(slurm_cli(tmp_path, *args[2 if data else 0 :], data=data), code, *words)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.sh"))
+
+
+def test_a_login_node_without_docker_writes_the_job_from_the_images_id(tmp_path):
+    done = slurm_cli(tmp_path, "--image", "torch-cuda", "--image-id", IMAGE_ID, "--run", "gpu")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "runs" / "gpu" / "slurm" / "docker.sh").read_text()
+    assert f"IMAGE_ID={IMAGE_ID}" in text
+    assert "MIN_DRIVER=580" in text  # a CUDA image's driver floor comes from the matrix when Docker cannot say
+    said = done.stdout.strip().splitlines()[-1]
+    assert said == f"labstack: submit it with: sbatch {tmp_path}/runs/gpu/slurm/docker.sh"
+
+
+def test_submitting_where_there_is_no_sbatch_says_where_to_run_it(tmp_path):
+    done = slurm_cli(tmp_path, "--image-id", IMAGE_ID, "--submit", env={"PATH": str(Path(sys.executable).parent)})
+    assert_one_line_failure(done, 1, "sbatch is not here: run this on the cluster's login node")
