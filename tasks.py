@@ -288,8 +288,39 @@ def slurm(
     )  # fmt: skip
 
 
+@task(
+    help={
+        "image": "the image, by name (torch-cuda: its lab image) or ref (default: the lab's framework's CPU lab image)",
+        "run": "run name: the Job's name and the run folder on the runs claim; lowercase (default: from the image)",
+        "command": "options of the built-in trainer or the lab's own command, as train takes them (default: the "
+        "built-in trainer)",
+        "cpus": "CPUs (requests = limits) (default: 2)",
+        "mem": "memory (requests = limits); /dev/shm is half of it (default: 8G)",
+        "gpus": "nvidia.com/gpu (default: 0)",
+        "time": "activeDeadlineSeconds, as Slurm's --time (default: 1:00:00)",
+        "grace": "seconds between SIGTERM and SIGKILL: the trainer checkpoints in them (default: 120)",
+        "digest": "the image as HOST:PORT/REPO@sha256:... (default: the digest `invoke push` recorded)",
+        "record": "invoke push's record of digests (default: reports/push/digests.json)",
+        "kubernetes": "the Kubernetes version to validate against (default: 1.31)",
+        "runs": "where the manifest goes: RUNS/RUN/kubernetes/job.yaml (default: runs)",
+        "runs_claim": "PersistentVolumeClaim mounted at /runs (default: labstack-runs)",
+        "data_claim": "PersistentVolumeClaim mounted read-only at /data (default: labstack-data)",
+    }
+)
+@one_line_errors
+def kube_job(
+    c, image=None, run=None, command=None, cpus="2", mem="8G", gpus="0", time="1:00:00", grace="120", digest=None,
+    record=PUSH_OUT, kubernetes="1.31", runs="runs", runs_claim="labstack-runs", data_claim="labstack-data",
+):  # fmt: skip
+    """Write a Kubernetes Job for a labstack image by digest, validated offline against the API's schema."""
+    cluster.kube_job(
+        image, settings(c).framework, run, command, cpus, mem, gpus, time, grace, digest, record, kubernetes, runs,
+        runs_claim, data_claim,
+    )  # fmt: skip
+
+
 ns = Collection(
-    lock, lab_add, base, build, wheels, validate, push, deploy, slurm, export, benchmark, test, env, data, up_cpu,
-    up_gpu, down, notebook_lock, notebook_image,
+    lock, lab_add, base, build, wheels, validate, push, deploy, slurm, export, kube_job, benchmark, test, env, data,
+    up_cpu, up_gpu, down, notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

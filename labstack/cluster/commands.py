@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labstack.build.layers import layer_ref
+from labstack.cluster import kubernetes as kubernetes_
 from labstack.cluster.job import Job, Resources, check_image_id, check_names, count, render, sif_name
 from labstack.deploy.commands import DEPLOY_LAYER, REF
 from labstack.engine import connect, image_or_none
@@ -153,3 +154,28 @@ def sbatch(script: Path) -> str:
     if not job_id.isdigit():
         raise LabstackError(f"sbatch answered {done.stdout.strip()!r}, not a job ID")
     return job_id
+
+
+def kube_job(
+    image: str | None, framework: str, run: str | None, command: str | None, cpus: str, mem: str, gpus: str,
+    time: str, grace: str, digest: str | None, record: str, kubernetes: str, runs: str, runs_claim: str,
+    data_claim: str,
+) -> Path:  # fmt: skip
+    """Write RUNS/RUN/kubernetes/job.yaml: the image by registry digest, validated for that Kubernetes version."""
+    ref, _ = image_ref(image, framework)
+    run = run or f"{sif_name(ref).removesuffix('.sif').replace('_', '-').lower()}"
+    words = trainer_command(command, run)
+    cpu_count, gpu_count, grace_s = count("cpus", cpus), count("gpus", gpus, 0), count("grace", grace)
+    if digest:
+        pinned, image_id = digest, ""
+    else:
+        pinned, image_id = kubernetes_.digest_of(ref, Path(record))
+    job = kubernetes_.KubeJob(
+        run=run, image=pinned, image_id=image_id, command=words, cpus=cpu_count, memory=mem, gpus=gpu_count,
+        time=time, grace_s=grace_s, runs_claim=runs_claim, data_claim=data_claim,
+    )  # fmt: skip
+    out = folder(runs, "runs", must_exist=False) / run / "kubernetes" / "job.yaml"
+    written = kubernetes_.write(job, kubernetes, out)
+    print(f"labstack: wrote {written} ({pinned}; {cpu_count} CPU(s), {mem}, {gpu_count} GPU(s)), valid for "
+          f"Kubernetes {kubernetes}; run it with: kubectl apply -f {shlex.quote(str(written))}")  # fmt: skip
+    return written
