@@ -263,7 +263,8 @@ def deploy(c, hosts=None, image=None, via="auto", check=False, rollback=False, j
         "mem": "memory per node, as Slurm's --mem (4G), shared by its tasks (default: the cluster's)",
         "time": "time limit, as Slurm's --time (90, 1:30:00, 1-00:00) (default: 1:00:00)",
         "partition": "partition (default: the cluster's default)",
-        "signal_lead": "seconds before the time limit when the tasks get SIGTERM and checkpoint (default: 120)",
+        "signal_lead": "seconds before the time limit when the tasks get SIGTERM and checkpoint; Slurm may send it up "
+        "to 60 s earlier (default: 120)",
         "runs": "runs folder, shared by the nodes, mounted at /runs (default: runs)",
         "data": "data folder, shared by the nodes, mounted read-only at /data (default: data)",
         "project": "the lab's code, shared by the nodes, mounted at /work (default: the lab's labstack.project "

@@ -163,8 +163,9 @@ def sif_name(ref: str) -> str:
 
 
 def directives(job: Job) -> list[str]:
-    """The #SBATCH lines. --signal without B: goes to every step's tasks, which stop their containers: the trainer
-    checkpoints and exits before the limit. The batch script itself hears of it through its step's end."""
+    """The #SBATCH lines. --signal=B: goes to the batch script, which passes it to the running step (so a signal that
+    Slurm sends early, even before the step, is never lost on a finished preflight step); its tasks stop their
+    containers, the trainer checkpoints and exits before the limit."""
     r = job.resources
     lines = [
         f"--job-name=labstack-{job.run}",
@@ -172,7 +173,7 @@ def directives(job: Job) -> list[str]:
         f"--ntasks-per-node={r.tasks_per_node}",
         f"--cpus-per-task={r.cpus_per_task}",
         f"--time={r.time}",
-        f"--signal=TERM@{r.signal_lead_s}",
+        f"--signal=B:TERM@{r.signal_lead_s}",
         f"--output={job.folder}/%j.out",
         "--open-mode=append",
     ]

@@ -47,6 +47,7 @@ def uid_of(pid: int) -> int:
 
 def test_three_nodes_are_idle_and_munged_runs_as_the_munge_user(slurm_cluster, slurm_figures):
     slurm_figures["cluster_start_s"] = slurm_cluster.start_s
+    slurm_cluster.wait_idle()  # the session's cluster: other modules' jobs may still be completing
     assert slurm_cluster.node_states() == dict.fromkeys(NODES, "idle")
     assert uid_of(slurm_cluster.munged.pid) == pwd.getpwnam(MUNGE_USER).pw_uid
 

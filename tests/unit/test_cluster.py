@@ -5,6 +5,7 @@ The script on a real cluster: tests/e2e/test_slurm.py."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_the_directives_are_the_jobs_resources(tmp_path):
     directives = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("#SBATCH ")]
     assert directives == [
         "--job-name=labstack-r1", "--nodes=2", "--ntasks-per-node=4", "--cpus-per-task=8", "--time=2:00:00",
-        "--signal=TERM@300", f"--output={tmp_path}/runs/r1/slurm/%j.out", "--open-mode=append",
+        "--signal=B:TERM@300", f"--output={tmp_path}/runs/r1/slurm/%j.out", "--open-mode=append",
         "--gpus-per-task=1", "--mem=64G", "--partition=gpu",
     ]  # fmt: skip
     # sbatch reads directives only up to the first command: every one of them comes before it.
@@ -164,6 +165,15 @@ def test_a_task_gets_its_own_share_of_the_allocated_gpus(tmp_path, env, gpus):
 )
 def test_a_tasks_memory_is_its_share_of_the_allocation(tmp_path, env, memory):
     assert sourced(written(tmp_path, job(tmp_path)), "task_memory_mb", env).stdout == memory
+
+
+def test_a_signal_before_the_training_step_is_kept_for_after_the_preflight(tmp_path):
+    """--signal=B: reaches only the batch script; before the training step there is nothing to pass it on to, so it
+    is only kept (the batch script then stops after the preflight instead of starting the training)."""
+    script = written(tmp_path, job(tmp_path))
+    done = sourced(script, f'EVENTS_DIR={shlex.quote(str(tmp_path))}; on_signal TERM; echo "$SIGNALLED"')
+    assert done.stdout.split() == ["TERM"] and done.returncode == 0, done.stderr
+    assert (tmp_path / "0.events").read_text().split()[1:] == ["signal", "TERM"]
 
 
 def fake_nvidia_smi(folder: Path, version: str | None) -> str:

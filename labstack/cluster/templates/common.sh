@@ -79,12 +79,17 @@ run_step() {
   STEP_PID=""
 }
 
-# scancel, the time limit or Ctrl-C on srun: the step's tasks get the signal too (Slurm signals every process of
-# the job) and stop their containers, which checkpoint; the batch script waits for them, then says where things are.
+# --signal=B:TERM@LEAD signals this batch script only. It passes the signal to the training step's tasks on every
+# node with `scancel --signal` (which signals without cancelling; not through srun, which takes SIGTERM as "kill the
+# step"), and each task stops its container, which checkpoints. Slurm may send it up to 60 s before LEAD, so it
+# can come before the training step has started: then the job stops after the preflight. scancel and the time limit
+# signal every process of the job, tasks included, so passing it on again is harmless.
 SIGNALLED=""
+TRAINING=""
 on_signal() {
   SIGNALLED=$1
   event "signal $1"
+  [ -z "$TRAINING" ] || scancel --signal="$1" "$SLURM_JOB_ID" >/dev/null 2>&1 || true
 }
 
 first_node_address() {
@@ -110,13 +115,18 @@ batch() {
     exit 1
   fi
   event preflight-ok
-  [ -z "$SIGNALLED" ] || exit 143
+  if [ -n "$SIGNALLED" ]; then
+    say "job $SLURM_JOB_ID got SIG$SIGNALLED before its step started: nothing to checkpoint yet; submit again with a longer --time"
+    exit 143
+  fi
 
   MASTER_ADDR=$(first_node_address)
   MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
   export MASTER_ADDR MASTER_PORT
   event step-start
+  TRAINING=1
   launch_step
+  TRAINING=""
   event "step-end $STEP_STATUS"
   case $STEP_STATUS in
     0) printf 'labstack: job %s finished: results in %s/%s\n' "$SLURM_JOB_ID" "$RUNS" "$RUN" ;;
