@@ -104,9 +104,9 @@ def notebook_image(c, framework="all", variant="cpu"):
     }
 )
 @one_line_errors
-def validate(c, image=None, hosts=None, gpu="auto", out="reports/validate", jobs=0):
+def validate(c, image=None, hosts=None, gpu="auto", out="reports/validate", jobs="0"):
     """Check images and hosts (driver, toolkit, GPU in container, shm) without building; table, JUnit, JSON."""
-    validate_.validate(image, hosts or settings(c).hosts, gpu, out, int(jobs))
+    validate_.validate(image, hosts or settings(c).hosts, gpu, out, jobs)
 
 
 @task(
@@ -218,7 +218,7 @@ def down(c, project=None, env_file=None):
 )
 @one_line_errors
 def benchmark(
-    c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat=1, compare=None,
+    c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat="1", compare=None,
     out=None, cpus=None,
 ):  # fmt: skip
     """Do you need a GPU? Benchmark the images on this machine; write JSON, Markdown and a chart."""

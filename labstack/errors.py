@@ -41,3 +41,15 @@ def first_line(err: BaseException) -> str:
     """The first line of another library's message, for our one line (packaging, for one, adds a caret line)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def whole_number(option: str, text: str | int, minimum: int = 1) -> int:
+    """A whole-number option as the command line gives it (text): bad text or too small a value is BadInput naming
+    the option, never int()'s traceback."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise BadInput(f"--{option} {text!r} is not a whole number") from None
+    if value < minimum:
+        raise BadInput(f"--{option} {value} is too small: {minimum} or more")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labstack.bench.run import BenchOptions, parse_cpus, run_benchmark
+from labstack.errors import whole_number
 
 
 def benchmark(
@@ -11,11 +12,10 @@ def benchmark(
     workloads: str = "all",
     quick: bool = False,
     local: bool = False,
-    repeat: int = 1,
+    repeat: str | int = 1,
     compare: str | None = None,
     out: str | None = None,
     cpus: str | None = None,
 ) -> None:
-    run_benchmark(
-        BenchOptions(framework, variant, workloads, quick, local, int(repeat), compare, out, parse_cpus(cpus))
-    )
+    repeats = whole_number("repeat", repeat)
+    run_benchmark(BenchOptions(framework, variant, workloads, quick, local, repeats, compare, out, parse_cpus(cpus)))

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from labstack.build.layers import layer_ref
 from labstack.cluster import kubernetes as kubernetes_
-from labstack.cluster.job import Job, Resources, check_image_id, check_names, count, render, sif_name
+from labstack.cluster.job import Job, Resources, check_image_id, check_names, render, sif_name
 from labstack.deploy.commands import DEPLOY_LAYER, REF
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
+from labstack.errors import whole_number as count
 from labstack.matrix import load_matrix
 from labstack.payload import in_image
 

@@ -57,17 +57,6 @@ def memory_mb(text: str) -> int:
     return max(1, int(int(found["amount"]) * factor))
 
 
-def count(name: str, text: str | int, minimum: int = 1) -> int:
-    """A whole number option (--nodes 2), given as text by invoke: bad text is one line, never a traceback."""
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise BadInput(f"--{name} {text!r} is not a whole number") from None
-    if value < minimum:
-        raise BadInput(f"--{name} {value} is too small: {minimum} or more")
-    return value
-
-
 @dataclass(frozen=True)
 class Resources:
     """What the job asks Slurm for; the script hands the same figures to every container."""

@@ -15,7 +15,7 @@ from labstack.deploy.push import chosen_refs as matrix_refs
 from labstack.deploy.report import FAILED_HOSTS, print_table, write_reports
 from labstack.deploy.run import VIAS, Deploy, deploy_all, local_images
 from labstack.engine import connect, image_or_none
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, whole_number
 from labstack.hosts import Host, parse_hosts, ssh_config
 from labstack.matrix import Matrix, choose, load_matrix
 from labstack.paths import revision
@@ -72,8 +72,7 @@ def deploy(
     jobs: str | None = None, out: str = "reports/deploy",
 ) -> None:  # fmt: skip
     (via,) = choose("--via", via, VIAS, many=False)
-    if jobs is not None and not (str(jobs).isdigit() and int(jobs) > 0):
-        raise BadInput(f"--jobs {jobs}: give a number of hosts to deploy at the same time, 1 or more")
+    parallel = whole_number("jobs", jobs) if jobs is not None else None  # hosts deployed at the same time
     if check and rollback:
         raise BadInput("--check and --rollback do not go together: --check shows what a deploy would send")
     targets = deploy_hosts(hosts)
@@ -86,7 +85,7 @@ def deploy(
     run = Deploy(client, images, via, check, rollback, named=bool(image), say=lambda text: console.print(text))
     started = time.monotonic()
     try:
-        results, stopped = deploy_all(run, targets, int(jobs or min(len(targets), MAX_DEFAULT_JOBS)))
+        results, stopped = deploy_all(run, targets, parallel or min(len(targets), MAX_DEFAULT_JOBS))
     finally:
         run.close()
     seconds = time.monotonic() - started

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from labstack.errors import LabstackError
+from labstack.errors import LabstackError, whole_number
 from labstack.matrix import load_matrix
 from labstack.paths import revision
 from labstack.validate.report import print_validation, target_line
@@ -15,14 +15,17 @@ from labstack.validate.run import all_passed, check_gpu_mode, default_jobs, plan
 from labstack.validate.run import validate as run_all
 
 
-def validate(image: str | None, hosts: str, gpu: str = "auto", out: str = "reports/validate", jobs: int = 0) -> None:
+def validate(
+    image: str | None, hosts: str, gpu: str = "auto", out: str = "reports/validate", jobs: str | int = 0
+) -> None:
     check_gpu_mode(gpu)
+    parallel = whole_number("jobs", jobs, minimum=0)  # 0: as many as the CPUs allow
     targets = plan_targets(load_matrix(), image, hosts)
     console = Console(stderr=True)
     console.print(f"validating {', '.join(t.label for t in targets)} (--gpu {gpu})")
     started = time.monotonic()
     with console.status("running the checks"):
-        results = run_all(targets, gpu, Path(out), jobs or default_jobs(), lambda r: console.print(target_line(r)))
+        results = run_all(targets, gpu, Path(out), parallel or default_jobs(), lambda r: console.print(target_line(r)))
     seconds = time.monotonic() - started
     report = write_report(results, gpu, seconds, Path(out), revision() or "unknown")
     print_validation(results)

@@ -74,10 +74,21 @@ def test_pinned_base_is_required_for_pulled_images():
         (["--hosts", "gpu1", "--image", "none"], ["bad host", "ssh://"]),
         (["--image", "jax-cpu"], ["unknown image", "torch-cpu"]),
         (["--image", "none", "--hosts", "none"], ["nothing to validate"]),
+        (["--jobs", "x"], ["--jobs 'x' is not a whole number"]),
+        (["--jobs", "-1"], ["--jobs -1 is too small: 0 or more"]),
     ],
 )
 def test_validate_bad_input(args, words):
     assert_one_line_failure(run_invoke("validate", *args), 2, *words)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--repeat", "x"], ["--repeat 'x' is not a whole number"]), (["--repeat", "0"], ["--repeat 0 is too small"])],
+)
+def test_benchmark_counts_are_one_line_not_a_traceback(args, words):
+    """invoke's own int() on an int-typed option printed a ValueError traceback: options are text, parsed here."""
+    assert_one_line_failure(run_invoke("benchmark", *args), 2, *words)
 
 
 def test_validate_reads_hosts_from_a_file_and_a_bad_line_is_one_line_naming_it(tmp_path):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from labstack.cluster.commands import image_ref, trainer_command
-from labstack.cluster.job import RUNTIMES, Job, Resources, count, memory_mb, render, sif_name, time_limit_s
+from labstack.cluster.job import RUNTIMES, Job, Resources, memory_mb, render, sif_name, time_limit_s
 from labstack.errors import BadInput
+from labstack.errors import whole_number as count
 from labstack.payload import in_image
 from tests.invoking import assert_one_line_failure, run_invoke
 

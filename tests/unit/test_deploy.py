@@ -315,8 +315,8 @@ def test_the_reports_say_each_host_and_image_and_the_failed_hosts_file_reruns_on
     ("options", "words"),
     [
         ({"via": "ftp"}, "unknown --via ftp: choose from auto, registry, ssh"),
-        ({"jobs": "x"}, "--jobs x: give a number"),
-        ({"jobs": "0"}, "--jobs 0: give a number"),
+        ({"jobs": "x"}, "--jobs 'x' is not a whole number"),
+        ({"jobs": "0"}, "--jobs 0 is too small: 1 or more"),
         ({"check": True, "rollback": True}, "--check and --rollback do not go together"),
         ({"hosts": "local://"}, "deploy sends to lab servers over ssh, not to local://"),
         ({"hosts": "ssh://-oProxyCommand=x"}, "cannot start with '-'"),
