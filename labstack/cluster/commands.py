@@ -3,15 +3,15 @@ folder and, with --submit, handed to sbatch."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from labstack.build.layers import layer_ref
+from labstack.build.layers import LAYER_NAMES, layer_ref
 from labstack.cluster import kubernetes as kubernetes_
+from labstack.cluster.export import write_atomically
 from labstack.cluster.job import Job, Resources, check_image_id, check_names, render, sif_name
 from labstack.deploy.commands import DEPLOY_LAYER, REF
 from labstack.engine import connect, image_or_none
@@ -37,7 +37,7 @@ def image_ref(text: str | None, framework: str) -> tuple[str, str]:
     matrix = load_matrix()
     word = (text or f"{framework}-cpu").strip()
     for image in matrix.images:
-        refs = {layer_ref(image, layer) for layer in ("framework", "lab", "notebook")}
+        refs = {layer_ref(image, layer) for layer in LAYER_NAMES}
         if word == image.name or word in refs:
             ref = layer_ref(image, DEPLOY_LAYER) if word == image.name else word
             return ref, (image.min_driver or "") if image.variant == "cuda" else ""
@@ -118,10 +118,8 @@ def slurm(
             f"cannot create {job.folder}: {error.strerror}; name a runs folder you own with --runs"
         ) from None
     rerender = "invoke slurm " + " ".join(shlex.quote(w) for w in ("--image", ref, "--runtime", runtime, "--run", run))
-    temporary = job.script.with_name(f".{job.script.name}.tmp")
-    temporary.write_text(render(job, rerender))
-    temporary.chmod(0o755)
-    os.replace(temporary, job.script)
+    write_atomically(job.script, render(job, rerender))
+    job.script.chmod(0o755)
     print(f"labstack: wrote {job.script} ({runtime}; {resources.nodes} node(s) x {resources.tasks_per_node} task(s), "
           f"{resources.cpus_per_task} CPU(s) each; {ref} {image_id[7:19]})")  # fmt: skip
     if not submit:

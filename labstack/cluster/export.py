@@ -132,7 +132,8 @@ def short_id(image_id: str) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """A checksum file or a record, whole or not at all: a reader never finds half a line."""
+    """A file whole or not at all (a checksum, a record, a batch script, a manifest): a reader never finds half of
+    it, a failure leaves no temporary file, and an OSError is one line naming the folder."""
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text)

@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from labstack.cluster.export import write_atomically
 from labstack.cluster.job import RUN_NAME, memory_mb, time_limit_s
 from labstack.errors import BadInput, LabstackError
 
@@ -91,7 +92,10 @@ def manifest(job: KubeJob) -> dict[str, Any]:
                             "workingDir": "/runs",
                             "env": [
                                 {"name": "LABSTACK_IMAGE", "value": job.image},
-                                {"name": "LABSTACK_IMAGE_ID", "value": job.image_id or "unknown (give no --digest)"},
+                                {
+                                    "name": "LABSTACK_IMAGE_ID",
+                                    "value": job.image_id or "unknown (named by --digest)",
+                                },
                                 {"name": "LABSTACK_RUN", "value": job.run},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
@@ -159,8 +163,6 @@ def write(job: KubeJob, version: str, out: Path) -> Path:
     document = manifest(job)
     validate(document, version)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
     header = f"# labstack Job for run {job.run}, valid for Kubernetes {version}: kubectl apply -f {out.name}\n"
-    partial.write_text(header + yaml.safe_dump(document, sort_keys=False))
-    partial.replace(out)
+    write_atomically(out, header + yaml.safe_dump(document, sort_keys=False))
     return out

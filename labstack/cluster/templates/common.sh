@@ -67,16 +67,15 @@ check_node() {
 
 # Runs one step in the background and waits for it, so that a signal to the batch script is handled at once;
 # sets STEP_STATUS.
-STEP_PID=""
 run_step() {
+  local pid
   "$@" &
-  STEP_PID=$!
+  pid=$!
   while :; do
-    wait "$STEP_PID"
+    wait "$pid"
     STEP_STATUS=$?
-    kill -0 "$STEP_PID" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
   done
-  STEP_PID=""
 }
 
 # --signal=B:TERM@LEAD signals this batch script only. It passes the signal to the training step's tasks on every
