@@ -118,6 +118,12 @@ class TorchBackend:
     def threads(self) -> dict:
         return {"intra_op": self.torch.get_num_threads(), "inter_op": self.torch.get_num_interop_threads()}
 
+    def set_threads(self, count: int) -> None:
+        self.torch.set_num_threads(count)
+
+    def bf16_supported(self) -> bool:
+        return self.kind != "cuda" or self.torch.cuda.is_bf16_supported()
+
     def device_name(self) -> str:
         if self.kind == "cuda":
             return self.torch.cuda.get_device_name(self.device)
@@ -173,7 +179,7 @@ class TorchBackend:
         encoder = nn.TransformerEncoder(layer, config["layers"], enable_nested_tensor=False)
         return torch_first_token_classifier(nn, encoder, nn.Linear(config["hidden"], 2))
 
-    def train_step(self, workload: str, config: dict, precision: str):
+    def train_step(self, workload: str, config: dict, setting: dict):
         torch = self.torch
         model = self.model(workload, config).to(self.device)
         x, y = synthetic_batch(
@@ -183,9 +189,12 @@ class TorchBackend:
             integers=lambda high, n: torch.randint(0, high, (n,), device=self.device),
             channels_last=False,
         )
+        if setting.get("channels_last"):  # NHWC in memory, the layout oneDNN's and cuDNN's fast kernels want
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
-        amp = precision == "amp_bf16"
+        amp = setting["precision"] == "amp_bf16"
         out = {}
 
         def step():
@@ -295,6 +304,12 @@ class TensorflowBackend:
             return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
         return "cpu"
 
+    def set_threads(self, count: int) -> None:
+        raise NotImplementedError("TensorFlow fixes its thread pools when it starts")
+
+    def bf16_supported(self) -> bool:
+        return True
+
     def extra(self) -> dict:
         import keras
 
@@ -365,11 +380,12 @@ class TensorflowBackend:
         outputs = layers.Dense(2, dtype="float32")(x[:, 0])
         return keras.Model(inputs, outputs)
 
-    def train_step(self, workload: str, config: dict, precision: str):
+    def train_step(self, workload: str, config: dict, setting: dict):
         tf = self.tf
         import keras
 
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "amp_bf16" else "float32")
+        mixed = setting["precision"] == "amp_bf16"
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
         with tf.device(self.tf_device):
             model = self.model(workload, config)
             x, y = synthetic_batch(workload, config, lambda shape: tf.random.normal(shape, seed=3),
@@ -419,36 +435,103 @@ BACKENDS = {"torch": TorchBackend, "tensorflow": TensorflowBackend}
 # --------------------------------------------------------------------------------------------- the run
 
 
-def cases(workloads: list[str], device: str) -> list[tuple[str, str]]:
-    """(workload, precision) pairs: matmul in fp32 and bf16; training in fp32, plus bf16 autocast on GPU."""
-    found = []
-    for workload in workloads:
-        if workload == "matmul":
-            found += [("matmul", "fp32"), ("matmul", "bf16")]
-        else:
-            found.append((workload, "fp32"))
-            if device == "cuda":
-                found.append((workload, "amp_bf16"))
-    return found
+# The settings a careful user tries, in this order, each kept only when it made the workload faster (the
+# "best" of a workload is its fastest setting). The default is fp32, the framework's own memory layout and one
+# thread per usable CPU.
+KNOBS = {
+    "threads": "one thread per physical core",
+    "channels_last": "channels-last memory format",
+    "bf16_autocast": "bf16 autocast",
+    "bf16": "bf16 operands",
+}
+CNN_WORKLOADS = ("mnist_cnn", "resnet")
 
 
-def measure(backend, workload: str, precision: str, mode: str, device: str) -> dict:
-    backend.seed()
-    timing = dict(HEAVY_FULL if mode == "full" and workload in ("resnet", "transformer") else TIMING[mode])
+def bf16_hardware(cpu: dict) -> str | None:
+    """The CPU feature that runs bf16 matrix maths natively, or None (bf16 would be converted, and slower)."""
+    isa = set(cpu.get("isa") or [])
+    if "amx_bf16" in isa:
+        return "AMX"
+    if "avx512_bf16" in isa:
+        return "AVX512_BF16"
+    return None
+
+
+def plan_tuning(framework: str, workload: str, device: str, cpu: dict, threads: int, bf16_ok: bool):
+    """(knobs to try after the default, in order; why the others are not tried). `threads` is the default count."""
+    knobs: list[str] = []
+    skipped: list[str] = []
     if workload == "matmul":
-        shape = MATMUL_SHAPE[device]
-        config: dict = {}
-        step, where = backend.matmul(shape["n"], shape["inner"], precision)
-        work = 2 * shape["n"] ** 3 * shape["inner"] / 1e9  # GFLOP per step
+        return ["bf16"], skipped  # the GEMM is measured in both precisions wherever it runs
+    physical = cpu.get("physical_cores")
+    if device == "cpu":
+        if physical and physical < threads:
+            if framework == "torch":
+                knobs.append("threads")
+            else:
+                skipped.append(f"threads: TensorFlow fixes its thread pools when it starts ({threads} threads)")
+        else:
+            skipped.append(f"threads: {threads}, already one per physical core")
+    if workload in CNN_WORKLOADS:
+        if framework == "torch":
+            knobs.append("channels_last")
+        else:
+            skipped.append("channels-last: Keras convolutions are channels-last already")
+    if device == "cuda":
+        if bf16_ok:
+            knobs.append("bf16_autocast")
+        else:
+            skipped.append("bf16 autocast: this GPU has no bf16 support")
+    elif bf16_hardware(cpu):
+        knobs.append("bf16_autocast")
     else:
-        config, shape = CONFIGS[mode][workload], {}
-        step, where = backend.train_step(workload, config, precision)
-        work = config["batch"]
-    times = timed_steps(step, backend.sync, timing)
+        skipped.append("bf16 autocast: this CPU has neither AVX512_BF16 nor AMX, so bf16 would be converted to "
+                       "fp32 and run slower")  # fmt: skip
+    return knobs, skipped
+
+
+def setting_of(workload: str, tuning: list[str], threads: int, cpu: dict) -> dict:
+    """What a list of knobs means for a run: precision, memory layout and thread count."""
+    if workload == "matmul":
+        precision = "bf16" if "bf16" in tuning else "fp32"
+    else:
+        precision = "amp_bf16" if "bf16_autocast" in tuning else "fp32"
+    return {
+        "tuning": list(tuning),
+        "precision": precision,
+        "channels_last": "channels_last" in tuning,
+        "threads": (cpu.get("physical_cores") or threads) if "threads" in tuning else threads,
+    }
+
+
+def measure(backend, workload: str, setting: dict, mode: str, device: str) -> dict:
+    backend.seed()
+    precision = setting["precision"]
+    timing = dict(HEAVY_FULL if mode == "full" and workload in ("resnet", "transformer") else TIMING[mode])
+    default_threads = backend.threads()["intra_op"]
+    if device == "cpu" and setting["threads"] != default_threads:
+        backend.set_threads(setting["threads"])
+    try:
+        if workload == "matmul":
+            shape = MATMUL_SHAPE[device]
+            config: dict = {}
+            step, where = backend.matmul(shape["n"], shape["inner"], precision)
+            work = 2 * shape["n"] ** 3 * shape["inner"] / 1e9  # GFLOP per step
+        else:
+            config, shape = CONFIGS[mode][workload], {}
+            step, where = backend.train_step(workload, config, setting)
+            work = config["batch"]
+        times = timed_steps(step, backend.sync, timing)
+    finally:
+        if device == "cpu" and setting["threads"] != default_threads:
+            backend.set_threads(default_threads)
     stats = median_spread(times)
     result = {
         "workload": workload,
         "precision": precision,
+        "tuning": setting["tuning"],
+        "channels_last": setting["channels_last"],
+        "threads": setting["threads"],
         "config": config,
         "shape": shape,
         "unit": UNITS[workload],
@@ -465,6 +548,28 @@ def measure(backend, workload: str, precision: str, mode: str, device: str) -> d
     if workload == "mnist_cnn":
         result["epoch_s"] = MNIST_EPOCH / result["throughput"]
     return result
+
+
+def tune(backend, workload: str, knobs: list[str], context: dict, on_start, on_result, on_error) -> None:
+    """The default, then each knob added to the best setting so far, kept only when it was faster. The fastest
+    result is marked best; a knob that fails is reported and skipped."""
+    kept: list[str] = []
+    best: dict | None = None
+    for knob in [None, *knobs]:
+        trial = [*kept, knob] if knob else []
+        setting = setting_of(workload, trial, context["threads"], context["cpu"])
+        on_start(workload, setting)
+        try:
+            result = measure(backend, workload, setting, context["mode"], context["device"])
+        except Exception as err:  # one failed setting is reported; the others still run
+            on_error(workload, setting, err)
+            continue
+        result["best"] = False
+        if best is None or result["throughput"] > best["throughput"]:
+            kept, best = trial, result
+        on_result(result)
+    if best is not None:
+        best["best"] = True
 
 
 class OtherLoad:
@@ -579,12 +684,11 @@ def main(argv: list[str]) -> int:
         "errors": [],
         "interrupted": False,
     }
-    todo = cases(args.workloads, args.device)
     code = 0
     other_load, times_before = OtherLoad(), cpu_times()
     try:
         other_load.__enter__()
-        emit("setup", framework=args.framework, total=len(todo))
+        emit("setup", framework=args.framework, total=len(args.workloads))
         backend = BACKENDS[args.framework](args.device, threads)
         doc.update(
             framework_version=probe.run(args.framework).get("version"),
@@ -592,19 +696,40 @@ def main(argv: list[str]) -> int:
             threads=backend.threads(),
             threads_requested=threads,
             framework_extra=backend.extra(),
+            bf16_hardware=bf16_hardware(cpu) if args.device == "cpu" else None,
+            tuning_skipped={},
         )
-        for index, (workload, precision) in enumerate(todo):
-            emit("start", workload=workload, precision=precision, index=index, total=len(todo))
-            try:
-                result = measure(backend, workload, precision, mode, args.device)
-            except Exception as err:  # one failed workload is reported; the others still run
-                doc["errors"].append({"workload": workload, "precision": precision, "error": f"{type(err).__name__}: "
-                                      f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"})  # fmt: skip
-                emit("error", workload=workload, precision=precision, index=index, error=doc["errors"][-1]["error"])
-                continue
+        plans = {}
+        for workload in args.workloads:
+            knobs, skipped = plan_tuning(args.framework, workload, args.device, cpu, threads, backend.bf16_supported())
+            plans[workload] = knobs
+            doc["tuning_skipped"][workload] = skipped
+        total = sum(1 + len(knobs) for knobs in plans.values())
+        emit("setup", framework=args.framework, total=total)
+        progress = {"index": 0}
+
+        def on_result(result: dict) -> None:
             doc["results"].append(result)
-            emit("done", workload=workload, precision=precision, index=index, total=len(todo),
-                 throughput=result["throughput"], unit=result["unit"])  # fmt: skip
+            emit("done", workload=result["workload"], precision=result["precision"], tuning=result["tuning"],
+                 index=progress["index"], total=total, throughput=result["throughput"],
+                 unit=result["unit"])  # fmt: skip
+            progress["index"] += 1
+
+        def on_error(workload: str, setting: dict, err: Exception) -> None:
+            text = str(err).strip()
+            error = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+            doc["errors"].append({"workload": workload, "precision": setting["precision"],
+                                  "tuning": setting["tuning"], "error": error})  # fmt: skip
+            emit("error", workload=workload, precision=setting["precision"], index=progress["index"], error=error)
+            progress["index"] += 1
+
+        def on_start(workload: str, setting: dict) -> None:
+            emit("start", workload=workload, precision=" + ".join(setting["tuning"]) or "default",
+                 index=progress["index"], total=total)  # fmt: skip
+
+        context = {"threads": threads, "cpu": cpu, "mode": mode, "device": args.device}
+        for workload, knobs in plans.items():
+            tune(backend, workload, knobs, context, on_start, on_result, on_error)
     except DeviceUnusable as err:
         doc["errors"].append({"workload": None, "precision": None, "error": str(err)})
         print(f"bench.py: {err}", file=sys.stderr)

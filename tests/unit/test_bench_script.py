@@ -50,11 +50,74 @@ def test_median_and_spreads():
     assert stats["min_s"] == 1.0 and stats["max_s"] == 10.0
 
 
-def test_mixed_precision_only_on_gpu_and_matmul_in_both_precisions():
-    expected = [("matmul", "fp32"), ("matmul", "bf16"), ("mnist_cnn", "fp32")]
-    assert bench.cases(["matmul", "mnist_cnn"], "cpu") == expected
-    assert ("resnet", "amp_bf16") in bench.cases(["resnet"], "cuda")
-    assert ("matmul", "amp_bf16") not in bench.cases(["matmul"], "cuda")
+AMX_CPU = {"isa": ["avx512_bf16", "avx512f", "amx_bf16"], "physical_cores": 2}
+AVX2_CPU = {"isa": ["avx2", "fma"], "physical_cores": 2}
+
+
+def test_the_cpu_is_tuned_the_way_a_careful_user_would_and_only_where_it_can_gain():
+    plan = bench.plan_tuning
+    assert plan("torch", "resnet", "cpu", AMX_CPU, 2, True) == (
+        ["channels_last", "bf16_autocast"], ["threads: 2, already one per physical core"]
+    )
+    assert plan("torch", "transformer", "cpu", AMX_CPU, 2, True)[0] == ["bf16_autocast"]
+    # no bf16 hardware: bf16 would be emulated, so it is not tried, and the report says why
+    knobs, skipped = plan("torch", "mnist_cnn", "cpu", AVX2_CPU, 2, True)
+    assert knobs == ["channels_last"] and any("neither AVX512_BF16 nor AMX" in s for s in skipped)
+    # SMT siblings: four usable CPUs on two cores try one thread per core first
+    assert plan("torch", "mnist_cnn", "cpu", AMX_CPU, 4, True)[0] == ["threads", "channels_last", "bf16_autocast"]
+    assert bench.setting_of("mnist_cnn", ["threads"], 4, AMX_CPU)["threads"] == 2
+    # Keras is channels-last already and TensorFlow cannot change its threads once started
+    knobs, skipped = plan("tensorflow", "resnet", "cpu", AMX_CPU, 4, True)
+    assert knobs == ["bf16_autocast"] and len(skipped) == 2
+    # the GEMM in both precisions everywhere; a GPU without bf16 is not asked for it
+    assert plan("torch", "matmul", "cpu", AVX2_CPU, 2, True)[0] == ["bf16"]
+    assert plan("torch", "resnet", "cuda", {}, 2, False)[0] == ["channels_last"]
+    assert bench.bf16_hardware(AMX_CPU) == "AMX" and bench.bf16_hardware(AVX2_CPU) is None
+
+
+class Ladder:
+    """A backend whose throughput per setting is given, to see which settings the tuning keeps."""
+
+    def __init__(self, rates: dict[tuple, float], failing: tuple = ()) -> None:
+        self.rates, self.failing = rates, failing
+
+    def seed(self) -> None:
+        pass
+
+    def threads(self) -> dict:
+        return {"intra_op": 2}
+
+    def sync(self) -> None:
+        pass
+
+    def train_step(self, workload, config, setting):
+        key = tuple(setting["tuning"])
+        if key in self.failing:
+            raise RuntimeError("unsupported here\nsecond line")
+        rate = self.rates[key]
+        return (lambda: __import__("time").sleep(config["batch"] / rate)), "cpu"
+
+
+def test_each_setting_is_kept_only_when_faster_and_the_fastest_is_marked_best(monkeypatch):
+    monkeypatch.setitem(bench.TIMING, "quick", {"warmup": 0, "min_steps": 3, "min_seconds": 0, "max_seconds": 9})
+    # channels-last is slower here, so bf16 autocast is tried without it
+    ladder = Ladder({(): 4000.0, ("channels_last",): 2000.0, ("bf16_autocast",): 8000.0})
+    results, errors, started = [], [], []
+    context = {"threads": 2, "cpu": AMX_CPU, "mode": "quick", "device": "cpu"}
+    bench.tune(ladder, "mnist_cnn", ["channels_last", "bf16_autocast"], context,
+               lambda w, s: started.append(s["tuning"]), results.append,
+               lambda w, s, e: errors.append(e))  # fmt: skip
+    assert started == [[], ["channels_last"], ["bf16_autocast"]]
+    assert [r["tuning"] for r in results] == [[], ["channels_last"], ["bf16_autocast"]]
+    assert [r["best"] for r in results] == [False, False, True]
+    assert results[2]["precision"] == "amp_bf16" and not results[2]["channels_last"]
+    # a setting that fails is an error of its own; the default stays the best
+    results.clear()
+    failing = Ladder({(): 4000.0}, failing=(("bf16_autocast",),))
+    bench.tune(failing, "mnist_cnn", ["bf16_autocast"], context, lambda w, s: None, results.append,
+               lambda w, s, e: errors.append((s["tuning"], str(e))))  # fmt: skip
+    assert [r["best"] for r in results] == [True]
+    assert errors == [(["bf16_autocast"], "unsupported here\nsecond line")]
 
 
 def test_inputs_are_random_shaped_per_framework_layout():
