@@ -203,7 +203,8 @@ def down(c, project=None, env_file=None):
 
 @task(
     help={
-        "framework": FRAMEWORK_HELP,
+        "framework": "torch, tensorflow, a comma list or all (default: the lab's labstack.framework setting, "
+        "torch: the GPU references are PyTorch's)",
         "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
         "run (default: auto)",
         "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all)",
@@ -218,11 +219,13 @@ def down(c, project=None, env_file=None):
 )
 @one_line_errors
 def benchmark(
-    c, framework="all", variant="auto", workloads="all", quick=False, local=False, repeat="1", compare=None,
+    c, framework=None, variant="auto", workloads="all", quick=False, local=False, repeat="1", compare=None,
     out=None, cpus=None,
 ):  # fmt: skip
     """Do you need a GPU? Benchmark the images on this machine; write JSON, Markdown and a chart."""
-    bench.benchmark(framework, variant, workloads, quick, local, repeat, compare, out, cpus)
+    lab = settings(c)
+    bench.benchmark(framework or lab.framework, variant, workloads, quick, local, repeat, compare, out, cpus,
+                    lab.gpu_hour_price, lab.cpu_hour_price)  # fmt: skip
 
 
 @task(

@@ -28,9 +28,12 @@ class Settings:
     framework: str = "torch"  # the framework of `invoke env`, `up-cpu`, `up-gpu`
     project: str = ""  # the lab's code, mounted at /work by train and notebook (default: where compose runs)
     ssh_config: str = ""  # an ssh config file for labstack's ssh (`-F FILE`); default: the user's own
+    gpu_hour_price: str = ""  # what an hour on a GPU costs the lab (a cloud GPU's rate, its own server's): "2.49 USD"
+    cpu_hour_price: str = ""  # what an hour on this CPU machine costs; the benchmark gives costs only with prices
 
 
 DEFAULTS = {f.name: f.default for f in fields(Settings)}
+NUMBERS = ("gpu_hour_price", "cpu_hour_price")  # YAML reads 2.49 as a number: taken as its text
 VARIABLES = {"repository": REPOSITORY_VARIABLE, "cache": CACHE_VARIABLE, "ssh_config": SSH_CONFIG_VARIABLE}
 
 
@@ -41,6 +44,8 @@ def from_config(config: Mapping | None, environ: Mapping[str, str] = os.environ)
         if key not in DEFAULTS:
             raise BadInput(f"unknown setting labstack.{key} in invoke's configuration: use {', '.join(DEFAULTS)}")
         if value is not None:
+            if key in NUMBERS and isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
             if not isinstance(value, str):
                 raise BadInput(f"labstack.{key} in invoke's configuration must be text, not {value!r}")
             values[key] = value

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from labstack.bench.prices import prices_from
 from labstack.bench.run import BenchOptions, parse_cpus, run_benchmark
 from labstack.errors import whole_number
 
 
 def benchmark(
-    framework: str = "all",
+    framework: str = "torch",
     variant: str = "auto",
     workloads: str = "all",
     quick: bool = False,
@@ -16,6 +17,11 @@ def benchmark(
     compare: str | None = None,
     out: str | None = None,
     cpus: str | None = None,
+    gpu_hour_price: object = "",
+    cpu_hour_price: object = "",
 ) -> None:
     repeats = whole_number("repeat", repeat)
-    run_benchmark(BenchOptions(framework, variant, workloads, quick, local, repeats, compare, out, parse_cpus(cpus)))
+    prices = prices_from(gpu_hour_price, cpu_hour_price)
+    run_benchmark(
+        BenchOptions(framework, variant, workloads, quick, local, repeats, compare, out, parse_cpus(cpus), prices)
+    )

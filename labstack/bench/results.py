@@ -4,7 +4,8 @@ the older shapes of both, read into typed records. Everything after this reads t
 
 Older shapes it absorbs: a run without `where` was measured on a bare host; the CPU's vendor, family and
 physical cores once sat in a separate `cpu_details` record beside the cpu probe's; runs before `other_load`
-only have the load average; results before `epoch_s`/`tokens_per_s` get them from their throughput.
+only have the load average; results before `epoch_s`/`tokens_per_s` get them from their throughput; results
+before the CPU was tuned have no `tuning`: their precision was their setting (`derived_tuning`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ class Result:
     spread_iqr: float = 0.0
     epoch_s: float | None = None  # mnist_cnn: one MNIST epoch at this throughput
     tokens_per_s: float | None = None  # transformer
+    tuning: tuple[str, ...] = ()  # the knobs on top of the default (bench.py's KNOBS); () is the default
+    best: bool = False  # the fastest setting of its workload in its run
+
+    @property
+    def setting(self) -> str:
+        return setting_name(self.tuning)
+
+
+def setting_name(tuning: tuple[str, ...] | list[str]) -> str:
+    return " + ".join(tuning) or "default"
+
+
+def derived_tuning(workload: str, precision: str) -> tuple[str, ...]:
+    """The knobs of a result written before bench.py tuned: its precision was its only setting."""
+    if precision == "amp_bf16":
+        return ("bf16_autocast",)
+    return ("bf16",) if workload == "matmul" and precision == "bf16" else ()
 
 
 @dataclass(frozen=True)
@@ -98,9 +116,12 @@ def read_result(data: dict) -> Result:
         epoch_s = workloads.MNIST_EPOCH / throughput
     if workload == "transformer" and tokens_per_s is None and config.get("seq"):
         tokens_per_s = throughput * config["seq"]
+    tuning = data.get("tuning")
     return Result(
         workload=workload,
         precision=data["precision"],
+        tuning=tuple(tuning) if tuning is not None else derived_tuning(workload, data["precision"]),
+        best=bool(data.get("best")),
         unit=data["unit"],
         throughput=throughput,
         config=config,

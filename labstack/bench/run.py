@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker.errors
@@ -19,7 +19,8 @@ import docker.types
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from labstack import payload
-from labstack.bench.report import write_report
+from labstack.bench.prices import Prices
+from labstack.bench.report import answer_cells, write_report
 from labstack.bench.results import REPORT_SCHEMA, load_document, load_references, read_document
 from labstack.bench.verdict import NO_REFERENCE, Analysis, analyse
 from labstack.build.images import build_images
@@ -240,6 +241,7 @@ class BenchOptions:
     compare: str | None = None
     out: str | None = None
     cpus: float | None = None
+    prices: Prices = field(default_factory=Prices)
 
 
 def host_record() -> dict:
@@ -359,13 +361,14 @@ def run_benchmark(options: BenchOptions) -> Analysis:
         "repeat": options.repeat,
         "cpus_limit": options.cpus,
         "host": host_record(),
+        "prices": options.prices.record(),
         "runs": [],
         "interrupted": False,
     }
     stopped = measure(client, matrix, plan_targets(images, options.local), options, doc, out_dir)
     if options.compare:
         doc["compare"] = {"file": str(options.compare)}
-    analysis = analyse(read_document(doc), load_references(), earlier)
+    analysis = analyse(read_document(doc), load_references(), earlier, options.prices)
     doc["summary"] = [asdict(row) for row in analysis.rows]
     doc["container_ratios"] = analysis.ratios
     if analysis.changes is not None:
@@ -391,9 +394,16 @@ def parse_cpus(value) -> float | None:
 
 
 def print_outcome(analysis: Analysis, outputs: list[Path]) -> None:
-    """The verdicts on the terminal, then where the full report is."""
-    for workload, paragraph in analysis.verdicts.items():
-        print(f"\n{workload}: {paragraph.replace(NO_REFERENCE, '(No GPU reference yet.)')}")
-    if any(NO_REFERENCE in p for p in analysis.verdicts.values()):
+    """The answer per workload on the terminal (the report's first screen), then where the full report is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Do you need a GPU?", title_justify="left", show_lines=True)
+    for heading in ("workload", "what you wait for", "this CPU, default", "at its best", "GPU", "answer"):
+        table.add_column(heading, overflow="fold")
+    for answer in analysis.answers:
+        table.add_row(*(cell.replace("**", "") for cell in answer_cells(answer)))
+    Console(width=max(120, Console().width)).print(table)
+    if any(a.reference is None for a in analysis.answers):
         print(f"\n{NO_REFERENCE}")
     print("\nreport: " + ", ".join(map(str, outputs)))

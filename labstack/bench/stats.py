@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from labstack.bench.results import Run
+from labstack.bench.results import Run, setting_name
 
 AMD = "AuthenticAMD"
 ZEN4_FAMILY = 0x19  # Zen 3 has no AVX-512, so family 0x19 with avx512f is Zen 4
@@ -133,7 +133,7 @@ def spread(values: list[float]) -> float | None:
 
 @dataclass(frozen=True)
 class Row:
-    """One (framework, where, device, workload, precision) of a benchmark: the median over repeated runs of each
+    """One (framework, where, device, workload, setting) of a benchmark: the median over repeated runs of each
     run's median throughput, the run-to-run spread of those medians, and for matmul the fraction of the peak."""
 
     framework: str
@@ -156,10 +156,15 @@ class Row:
     tokens_per_s: float | None = None
     peak_gflops: float | None = None
     fraction_of_peak: float | None = None
+    tuning: tuple[str, ...] = ()
+
+    @property
+    def setting(self) -> str:
+        return setting_name(self.tuning)
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
-        return (self.framework, self.where, self.device, self.workload, self.precision)
+        return (self.framework, self.where, self.device, self.workload, self.setting)
 
     @property
     def noise(self) -> float:
@@ -171,11 +176,12 @@ def summarise(runs: list[Run] | tuple[Run, ...]) -> list[Row]:
     groups: dict[tuple, list[tuple[Run, object]]] = {}
     for run in runs:
         for result in run.results:
-            key = (run.framework, run.where, run.device, result.workload, result.precision)
+            key = (run.framework, run.where, run.device, result.workload, result.tuning)
             groups.setdefault(key, []).append((run, result))
     rows = []
-    for (framework, where, device, workload, precision), members in groups.items():
+    for (framework, where, device, workload, tuning), members in groups.items():
         run, first = members[0]
+        precision = first.precision
         medians = [r.throughput for _, r in members]
         epochs = [r.epoch_s for _, r in members if r.epoch_s is not None]
         peak = peak_gflops(run, precision) if workload == "matmul" else None
@@ -202,6 +208,7 @@ def summarise(runs: list[Run] | tuple[Run, ...]) -> list[Row]:
                 tokens_per_s=throughput * first.config["seq"] if workload == "transformer" else None,
                 peak_gflops=peak,
                 fraction_of_peak=throughput / peak if peak else None,
+                tuning=tuning,
             )
         )
     return rows
@@ -209,10 +216,10 @@ def summarise(runs: list[Run] | tuple[Run, ...]) -> list[Row]:
 
 def container_ratios(rows: list[Row]) -> list[dict]:
     """In-container / bare-host throughput for each workload measured both ways in the same run."""
-    local = {(r.framework, r.device, r.workload, r.precision): r for r in rows if r.where == "local"}
+    local = {(r.framework, r.device, r.workload, r.setting): r for r in rows if r.where == "local"}
     ratios = []
     for row in rows:
-        bare = local.get((row.framework, row.device, row.workload, row.precision))
+        bare = local.get((row.framework, row.device, row.workload, row.setting))
         if row.where == "image" and bare:
             ratios.append(
                 {
@@ -220,6 +227,7 @@ def container_ratios(rows: list[Row]) -> list[dict]:
                     "device": row.device,
                     "workload": row.workload,
                     "precision": row.precision,
+                    "setting": row.setting,
                     "image": row.throughput,
                     "local": bare.throughput,
                     "ratio": row.throughput / bare.throughput,
@@ -242,7 +250,8 @@ def compare(old_rows: list[Row], new_rows: list[Row]) -> list[dict]:
         threshold = max(before.noise, row.noise)
         status = "regression" if change < -threshold else "improvement" if change > threshold else "within noise"
         changes.append({"framework": row.framework, "where": row.where, "device": row.device,
-                        "workload": row.workload, "precision": row.precision, "unit": row.unit,
+                        "workload": row.workload, "precision": row.precision, "setting": row.setting,
+                        "unit": row.unit,
                         "old": before.throughput, "new": row.throughput, "change": change, "noise": threshold,
                         "status": status})  # fmt: skip
     return changes

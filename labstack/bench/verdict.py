@@ -4,21 +4,32 @@ and one verdict per workload. The Markdown, the chart and the terminal all read 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from labstack import payload
+from labstack.bench.prices import Prices
 from labstack.bench.results import Document, Result, Run
 from labstack.bench.stats import Row, compare, container_ratios, cpu_peak, summarise
 
-REFERENCE_COMMAND = (
-    "python3 payload/bench.py --device cuda --framework torch > references/<gpu>-torch-full.json "
-    "(and again with --quick > references/<gpu>-torch-quick.json)"
-)
+REFERENCE_COMMAND = "python3 -m labstack.bench.reference"
 NO_REFERENCE = (
     "No GPU reference has been measured yet for this workload and size, so no GPU figure is given: on a GPU host "
     f"(no Docker or network needed) run `{REFERENCE_COMMAND}` and commit the files (references/README.md)."
 )
+TORCH_ONLY = (
+    "the GPU figure is PyTorch's: the GPU host where references are measured has no TensorFlow and no network to "
+    "fetch it, so there is no TensorFlow GPU reference"
+)
 BUSY_FRACTION = 0.25  # other processes' runnable tasks, as a fraction of the CPUs, that make a run contended
+# The answer's yardstick, on the CPU at its best: the wait for a coffee, and a working day.
+ENOUGH_S = 10 * 60
+WORKING_DAY_S = 8 * 3600
+KNOB_TEXT = {
+    "threads": "one thread per physical core",
+    "channels_last": "channels-last",
+    "bf16_autocast": "bf16 autocast",
+    "bf16": "bf16",
+}
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -49,16 +60,20 @@ def where_label(row: Row) -> str:
 
 @dataclass(frozen=True)
 class Reference:
-    """The GPU figures a CPU row is compared with: plain (fp32, or the matmul's own precision) and bf16 mixed."""
+    """The GPU figures a CPU row is compared with: the GPU's default setting and its fastest."""
 
     run: Run
-    plain: Result | None
-    mixed: Result | None
+    default: Result | None
+    best: Result
     same_framework: bool
 
     @property
-    def best(self) -> Result:
-        return max((r for r in (self.plain, self.mixed) if r), key=lambda r: r.throughput)
+    def source(self) -> str:
+        run = self.run
+        device = run.device_name or "GPU"
+        when = run.started[:10] or "an unknown date"
+        where = "measured here" if run.own else f"reference {run.reference_file or ''}".strip()
+        return f"{device}, {run.framework} {run.framework_version or ''}".strip() + f", {where}, {when}"
 
 
 def gpu_runs(runs: tuple[Run, ...], references: list[Run]) -> list[Run]:
@@ -67,8 +82,8 @@ def gpu_runs(runs: tuple[Run, ...], references: list[Run]) -> list[Run]:
 
 
 def find_reference(row: Row, candidates: list[Run]) -> Reference | None:
-    """The newest GPU result of the same workload and size: the same framework if one exists, else the other
-    framework's; this machine's own GPU before a committed reference."""
+    """The newest GPU run with the same workload and size: the same framework if one exists, else the other
+    framework's; this machine's own GPU before a committed reference. Its default and its fastest setting."""
     matches = [
         (run.framework == row.framework, run.own, run.started, index, run)
         for index, run in enumerate(candidates)
@@ -78,14 +93,8 @@ def find_reference(row: Row, candidates: list[Run]) -> Reference | None:
         return None
     same_framework, *_, run = max(matches, key=lambda m: m[:4])
     chosen = [r for r in run.results if r.workload == row.workload and r.config == row.config]
-    if row.workload == "matmul":
-        plain, mixed = next((r for r in chosen if r.precision == row.precision), None), None
-    else:
-        plain = next((r for r in chosen if r.precision == "fp32"), None)
-        mixed = next((r for r in chosen if r.precision == "amp_bf16"), None)
-    if not plain and not mixed:
-        return None
-    return Reference(run, plain, mixed, same_framework)
+    default = next((r for r in chosen if not r.tuning), None)
+    return Reference(run, default, max(chosen, key=lambda r: r.throughput), same_framework)
 
 
 def cpu_rows(rows: list[Row]) -> list[Row]:
@@ -94,43 +103,129 @@ def cpu_rows(rows: list[Row]) -> list[Row]:
     for row in rows:
         if row.device != "cpu":
             continue
-        key = (row.workload, row.precision, row.framework)
+        key = (row.workload, row.setting, row.framework)
         if key not in chosen or row.where == "image":
             chosen[key] = row
     return list(chosen.values())
 
 
-def wait_text(row: Row, throughput: float | None = None) -> str:
-    """What a throughput means in the time a researcher waits (the workload table's yardstick)."""
-    found = payload.load("workloads").wait_seconds(row.workload, row.config, throughput or row.throughput)
-    if not found:
+def title(workload: str, config: dict) -> str:
+    if workload == "model":
+        return f"Your model {config.get('name') or config.get('spec') or ''}".strip()
+    return payload.load("workloads").WORKLOADS[workload]["title"]
+
+
+def yardstick(workload: str, config: dict, throughput: float | None) -> tuple[str, float] | None:
+    """(what, seconds): how long the workload's yardstick takes at `throughput`; None where it has none (the
+    GEMM; a model of the lab's that did not say how many samples an epoch of its data has)."""
+    if not throughput or throughput <= 0:
+        return None
+    if workload == "model":
+        samples = config.get("samples_per_epoch")
+        return (f"an epoch of your data, {samples:,} samples", samples / throughput) if samples else None
+    return payload.load("workloads").wait_seconds(workload, config, throughput)
+
+
+def knobs_text(tuning: tuple[str, ...]) -> str:
+    return " + ".join(KNOB_TEXT.get(k, k) for k in tuning) or "the default"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Do you need a GPU for this workload (in this framework)? This CPU by default and at its best, the GPU
+    figure it is compared with, and what the workload's yardstick takes (and costs) on each."""
+
+    workload: str
+    framework: str
+    default: Row | None  # this CPU with the default setting
+    best: Row  # this CPU's fastest setting
+    tried: tuple[Row, ...]  # every setting measured, default first
+    reference: Reference | None
+    prices: Prices
+
+    @property
+    def gain(self) -> float | None:
+        return self.best.throughput / self.default.throughput if self.default else None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.reference.best.throughput / self.best.throughput if self.reference else None
+
+    def wait(self, throughput: float | None) -> tuple[str, float] | None:
+        return yardstick(self.workload, self.best.config, throughput)
+
+    @property
+    def cpu_wait(self) -> tuple[str, float] | None:
+        return self.wait(self.best.throughput)
+
+    @property
+    def gpu_wait(self) -> tuple[str, float] | None:
+        return self.wait(self.reference.best.throughput) if self.reference else None
+
+    def costs(self) -> str | None:
+        """What the yardstick costs on each, from the lab's prices; None without a price or a yardstick."""
+        cpu, gpu = self.cpu_wait, self.gpu_wait
+        parts = []
+        if cpu and self.prices.cpu:
+            parts.append(f"{self.prices.cpu.text(cpu[1])} on this CPU")
+        if gpu and self.prices.gpu:
+            parts.append(f"{self.prices.gpu.text(gpu[1])} on the GPU")
+        return ", ".join(parts) or None
+
+    def short(self) -> str:
+        """The answer in a few words, for the first screen."""
+        cpu, gpu, speedup = self.cpu_wait, self.gpu_wait, self.speedup
+        faster = f"GPU x{speedup:.0f} faster" if speedup and speedup >= 10 else (
+            f"GPU x{speedup:.1f}" if speedup else "")  # fmt: skip
+        if not cpu:
+            return faster or "no GPU figure to compare with"
+        here = f"{duration(cpu[1])} on this CPU"
+        there = f", {duration(gpu[1])} on the GPU ({faster})" if gpu else "; no GPU figure yet"
+        if speedup is not None and speedup <= 1.2:
+            return f"**No**: {here}, and the GPU is not faster{there}"
+        if cpu[1] <= ENOUGH_S:
+            return f"**No**: {here}{there}"
+        if cpu[1] <= WORKING_DAY_S:
+            return f"**A GPU helps**: {here}{there}"
+        return f"**Yes**: {here}{there}"
+
+
+def answers(rows: list[Row], matches: dict[tuple, Reference], prices: Prices) -> list[Answer]:
+    """One answer per workload and framework, from the in-container CPU rows (what the user runs), or the
+    bare-host ones where there are none."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in cpu_rows(rows):
+        groups.setdefault((row.workload, row.framework), []).append(row)
+    found = []
+    frameworks = ("torch", "tensorflow")
+    for (workload, framework), members in sorted(
+        groups.items(), key=lambda g: (order(g[0][0]), frameworks.index(g[0][1]) if g[0][1] in frameworks else 9)
+    ):
+        members.sort(key=lambda r: len(r.tuning))
+        best = max(members, key=lambda r: r.throughput)
+        default = next((r for r in members if not r.tuning), None)
+        found.append(Answer(workload, framework, default, best, tuple(members), matches.get(best.key), prices))
+    return found
+
+
+def order(workload: str) -> int:
+    names = list(payload.load("workloads").WORKLOADS)
+    return names.index(workload) if workload in names else len(names)
+
+
+def figure(row: Row) -> str:
+    return f"{fmt(row.throughput)} {row.unit}"
+
+
+def gains_text(answer: Answer) -> str:
+    """Which setting gave the gain: each setting tried, as a ratio to the default."""
+    if not answer.default or len(answer.tried) < 3:  # one setting beside the default: its ratio is the gain
         return ""
-    what, seconds = found
-    rate = f"{fmt(row.tokens_per_s)} tokens/s, " if row.tokens_per_s else ""
-    return f"{rate}{what}: {duration(seconds)}"
-
-
-def reference_sentence(row: Row, reference: Reference) -> str:
-    run = reference.run
-    when = run.started[:10] or "an unknown date"
-    device = run.device_name or "GPU"
-    framework = "" if reference.same_framework else f" ({run.framework}; no {row.framework} reference yet)"
     parts = []
-    for label, result in (("", reference.plain), (" with bf16 mixed precision", reference.mixed)):
-        if result:
-            parts.append(f"{fmt(result.throughput)} {row.unit}{label} (x{result.throughput / row.throughput:.1f})")
-    source = f"your GPU, {device}" if run.own else f"reference {device}"
-    text = (
-        f"your CPU ({row.framework}, {where_label(row)}): {fmt(row.throughput)} {row.unit}; {source}"
-        f"{framework}: {' and '.join(parts)}, measured on {when}"
-    )
-    best = reference.best.throughput
-    text += f": a GPU would make this x{best / row.throughput:.1f} faster"
-    wait = payload.load("workloads").wait_seconds(row.workload, row.config, row.throughput)
-    there = payload.load("workloads").wait_seconds(row.workload, row.config, best)
-    if wait and there:
-        text += f"; {wait[0]}: {duration(wait[1])} here vs {duration(there[1])} there"
-    return text + "."
+    for row in answer.tried[1:]:
+        kept = "" if set(row.tuning) <= set(answer.best.tuning) else ", not kept"
+        parts.append(f"{knobs_text(row.tuning)} x{row.throughput / answer.default.throughput:.2f}{kept}")
+    return "settings tried against the default: " + "; ".join(parts)
 
 
 def clock_note(rows: list[Row], cpu: dict) -> str | None:
@@ -201,43 +296,77 @@ class Analysis:
     gpu: list[Run]  # what a CPU row can be compared with: this run's own GPU, then the references
     matches: dict[tuple, Reference]  # CPU row key -> its GPU figure
     busy: str | None
+    answers: list[Answer]
     verdicts: dict[str, str]
+    prices: Prices = field(default_factory=Prices)
     changes: list[dict] | None = None
 
 
-def verdicts(rows: list[Row], matches: dict[tuple, Reference], document: Document, busy: bool) -> dict[str, str]:
-    """One paragraph per workload: this CPU's figures, what they mean in time, and the GPU figure."""
-    cpu = next((run.cpu for run in document.runs if run.device == "cpu"), {})
-    blas = {run.framework: run.framework_extra.get("blas") for run in document.runs}
-    by_workload: dict[str, list[Row]] = {}
-    for row in sorted(cpu_rows(rows), key=lambda r: (r.workload, r.framework, r.precision)):
-        by_workload.setdefault(row.workload, []).append(row)
-    out = {}
-    for workload, members in by_workload.items():
-        if workload == "matmul":
-            figures = [
-                f"{r.framework} {r.precision} {fmt(r.throughput)} GFLOP/s ({pct(r.fraction_of_peak)} of "
-                f"{fmt(r.peak_gflops)})"
-                for r in members
-            ]
-            sentences = ["This CPU, against its computed peak: " + ", ".join(figures)]
-            sentences += [n for n in [clock_note(rows, cpu)] if n]
-            sentences += [n for r in members if (n := fp32_gemm_note(r, rows, cpu, blas.get(r.framework), busy))]
-        else:
-            describe = payload.load("workloads").describe(workload, members[0].config)
-            figures = [f"{r.framework} {fmt(r.throughput)} {r.unit} ({wait_text(r)})" for r in members]
-            sentences = [f"This CPU ({describe}): " + "; ".join(figures)]
-        found = [reference_sentence(r, matches[r.key]) for r in members if r.key in matches]
-        sentences += found or [NO_REFERENCE]
-        out[workload] = ". ".join(s.rstrip(".") for s in sentences) + "."
-    return out
+def verdict(answer: Answer, rows: list[Row], cpu: dict, blas: str | None, busy: bool) -> str:
+    """One paragraph: this CPU by default and at its best (and what gave the gain), what that means in time, the
+    GPU figure and its source, and the cost where the lab gave prices."""
+    best, default, reference = answer.best, answer.default, answer.reference
+    place = f"{answer.framework}, {where_label(best)}"
+    if default and default is not best:
+        cpu_text = (
+            f"This CPU ({place}): {figure(default)} by default, {figure(best)} at its best with "
+            f"{knobs_text(best.tuning)} (x{answer.gain:.2f})"
+        )
+    else:
+        cpu_text = f"This CPU ({place}): {figure(best)}" + (", and no setting tried was faster" if default else "")
+    sentences = [cpu_text]
+    if answer.workload == "matmul":
+        sentences += [f"{r.precision} is {pct(r.fraction_of_peak)} of the computed peak {fmt(r.peak_gflops)} GFLOP/s"
+                      for r in answer.tried if r.fraction_of_peak is not None]  # fmt: skip
+        sentences += [n for n in [clock_note(rows, cpu)] if n]
+        sentences += [n for r in answer.tried if (n := fp32_gemm_note(r, rows, cpu, blas, busy))]
+    if gains := gains_text(answer):
+        sentences.append(gains)
+    cpu_wait = answer.cpu_wait
+    if cpu_wait:
+        at_default = answer.wait(default.throughput) if default and default is not best else None
+        sentences.append(
+            f"{cpu_wait[0]}: {duration(cpu_wait[1])} at its best"
+            + (f", {duration(at_default[1])} by default" if at_default else "")
+        )
+    if reference:
+        gpu = reference.best
+        text = f"GPU ({reference.source}): {fmt(gpu.throughput)} {gpu.unit} at its best with {knobs_text(gpu.tuning)}"
+        if reference.default and reference.default is not gpu:
+            text += f" ({fmt(reference.default.throughput)} by default)"
+        text += f", x{answer.speedup:.1f} this CPU at its best"
+        if answer.gpu_wait:
+            text += f"; {answer.gpu_wait[0]} in {duration(answer.gpu_wait[1])}"
+        sentences.append(text)
+        if not reference.same_framework:
+            other = reference.run.framework
+            sentences.append(TORCH_ONLY if other == "torch" else f"the GPU figure is {other}'s: no {answer.framework} "
+                             "GPU figure yet")  # fmt: skip
+    if costs := answer.costs():
+        sentences.append(f"Cost of {cpu_wait[0] if cpu_wait else 'it'}: {costs}")
+    return ". ".join(s.rstrip(".") for s in sentences) + "."
 
 
-def analyse(document: Document, references: list[Run], earlier: Document | None = None) -> Analysis:
+def analyse(
+    document: Document, references: list[Run], earlier: Document | None = None, prices: Prices | None = None
+) -> Analysis:
+    prices = prices or Prices()
     rows = summarise(document.runs)
     gpu = gpu_runs(document.runs, references)
     matches = {row.key: ref for row in cpu_rows(rows) if (ref := find_reference(row, gpu))}
     busy = busy_warning(document)
+    found = answers(rows, matches, prices)
+    cpu = next((run.cpu for run in document.runs if run.device == "cpu"), {})
+    blas = {run.framework: run.framework_extra.get("blas") for run in document.runs}
+    verdicts: dict[str, str] = {}
+    for answer in found:
+        text = verdict(answer, rows, cpu, blas.get(answer.framework), busy is not None)
+        if answer.workload in verdicts:  # another framework: a paragraph of its own
+            text = f"{verdicts[answer.workload]}\n\n{text}"
+        verdicts[answer.workload] = text
+    for workload in verdicts:  # said once per workload, whichever frameworks lack a GPU figure
+        if any(a.reference is None for a in found if a.workload == workload):
+            verdicts[workload] += f"\n\n{NO_REFERENCE}"
     return Analysis(
         document=document,
         rows=rows,
@@ -246,6 +375,8 @@ def analyse(document: Document, references: list[Run], earlier: Document | None 
         gpu=gpu,
         matches=matches,
         busy=busy,
-        verdicts=verdicts(rows, matches, document, busy is not None),
+        answers=found,
+        verdicts=verdicts,
+        prices=prices,
         changes=compare(summarise(earlier.runs), rows) if earlier else None,
     )

@@ -4,14 +4,16 @@ reference (the reference here is a test input for the wording, never a figure th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from labstack.bench.prices import money, prices_from
 from labstack.bench.report import render_chart, render_markdown, write_report
 from labstack.bench.results import read_document, read_run
-from labstack.bench.verdict import NO_REFERENCE, analyse
+from labstack.bench.verdict import NO_REFERENCE, TORCH_ONLY, Reference, analyse
 
 RECORDED = Path(__file__).parent / "data" / "bench-quick-2cpu.json"
 
@@ -21,9 +23,9 @@ def doc():
     return json.loads(RECORDED.read_text())
 
 
-def analysis(doc, references=(), earlier=None):
+def analysis(doc, references=(), earlier=None, prices=None):
     return analyse(read_document(doc), [read_run(r, reference_file=r.get("reference_file")) for r in references],
-                   earlier)  # fmt: skip
+                   earlier, prices)  # fmt: skip
 
 
 def markdown(doc, references=()):
@@ -50,8 +52,9 @@ def gpu_reference(doc, mnist=30_000.0):
 def test_without_a_reference_the_report_says_so_and_gives_no_gpu_figure(doc):
     text = markdown(doc)
     assert text.count(NO_REFERENCE) == 4  # one per workload
-    assert "would make this" not in text and "H100" not in text
-    assert "| torch 2.13.0+cpu | container | cpu | mnist_cnn | fp32 | batch 128 |" in text
+    assert "H100" not in text and "GPU (" not in text
+    assert "| torch 2.13.0+cpu | container | cpu | mnist_cnn | default | fp32 | batch 128 |" in text
+    assert "no reference measured yet" in text  # the first screen's GPU column
 
 
 def test_a_reference_gives_the_speedup_and_the_mnist_epochs(doc):
@@ -59,11 +62,13 @@ def test_a_reference_gives_the_speedup_and_the_mnist_epochs(doc):
     mnist = found.verdicts["mnist_cnn"]
     torch_cpu = next(r for r in found.rows if r.workload == "mnist_cnn" and r.framework == "torch")
     speedup = 60_000.0 / torch_cpu.throughput
-    assert f"a GPU would make this x{speedup:.1f} faster" in mnist
-    assert "reference NVIDIA H100 80GB HBM3" in mnist and "measured on 2026-11-20" in mnist
-    assert "10 epochs of MNIST: 4 min here vs 10 s there" in mnist
-    assert "(torch; no tensorflow reference yet)" in mnist  # the tensorflow row borrows torch's reference
+    assert f"x{speedup:.1f} this CPU at its best" in mnist
+    assert "GPU (NVIDIA H100 80GB HBM3, torch, reference h100-torch-quick.json, 2026-11-20)" in mnist
+    assert "60,000 samples/s at its best with bf16 autocast (30,000 by default)" in mnist
+    assert "10 epochs of MNIST: 4 min at its best" in mnist and "10 epochs of MNIST in 10 s" in mnist
+    assert TORCH_ONLY in mnist  # the tensorflow row borrows torch's reference, and says so
     assert NO_REFERENCE not in mnist
+    assert "Cost" not in mnist  # no prices, no costs
 
 
 def test_matmul_below_70_percent_says_why(doc):
@@ -93,14 +98,14 @@ def test_compare_section_flags_regressions(doc):
     doc["compare"] = {"file": "old.json"}
     text = render_markdown(analysis(doc, earlier=read_document(earlier)))
     assert "## Compared with old.json" in text
-    assert f"| torch | image | resnet | fp32 | {before * 1.2:.3g} | {before:.3g} | -16.7% |" in text
+    assert f"| torch | image | resnet | default | {before * 1.2:.3g} | {before:.3g} | -16.7% |" in text
     assert "**REGRESSION** |" in text
 
 
 def test_chart_and_markdown_are_written(doc, tmp_path):
     page, chart = write_report(analysis(doc, [gpu_reference(doc)]), tmp_path)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
-    assert "![throughput per workload](benchmark.png)" in page.read_text()
+    assert "![time to train per workload, this CPU against the GPU](benchmark.png)" in page.read_text()
 
 
 def test_chart_without_reference(doc, tmp_path):
@@ -122,5 +127,67 @@ def test_this_machines_own_gpu_comes_before_a_committed_reference(doc):
     own.pop("reference_file")
     doc["runs"].append(own)
     mnist = analysis(doc, [gpu_reference(doc)]).verdicts["mnist_cnn"]
-    assert "your GPU, NVIDIA H100 80GB HBM3: 12,000 samples/s" in mnist
-    assert "reference NVIDIA" not in mnist
+    assert "GPU (NVIDIA H100 80GB HBM3, torch, measured here, 2026-11-01): 24,000 samples/s" in mnist
+    assert "reference h100" not in mnist
+
+
+TUNED = Path(__file__).parent / "data" / "bench-quick-tuned-2cpu.json"
+
+
+@pytest.fixture
+def tuned():
+    """A quick run of both CPU images with the CPU tuned: each workload's default, then each setting tried."""
+    return json.loads(TUNED.read_text())
+
+
+def test_default_and_best_stand_side_by_side_and_the_gain_is_named(tuned):
+    found = analysis(tuned)
+    resnet = next(a for a in found.answers if a.workload == "resnet" and a.framework == "torch")
+    assert resnet.default.tuning == () and resnet.best.tuning == ("channels_last", "bf16_autocast")
+    assert resnet.gain == pytest.approx(resnet.best.throughput / resnet.default.throughput)
+    text = found.verdicts["resnet"]
+    assert f"at its best with channels-last + bf16 autocast (x{resnet.gain:.2f})" in text
+    assert "settings tried against the default: channels-last x" in text
+    # a workload whose default was fastest keeps its default as the best, and says nothing else was faster
+    mnist = next(a for a in found.answers if a.workload == "mnist_cnn" and a.framework == "torch")
+    assert mnist.best is mnist.default and "not kept" in found.verdicts["mnist_cnn"]
+    page = render_markdown(found)
+    assert page.index("| workload | what you wait for | this CPU, default |") < page.index("## Verdicts")
+    assert "| ResNet (torch) | an ImageNet-sized epoch, 1.28 M images | 8.3 h (43.1 images/s) |" in page
+    assert "| resnet | channels_last + bf16_autocast | amp_bf16 |" in page
+
+
+def test_the_gpu_is_compared_with_the_cpu_at_its_best_and_costs_come_only_from_the_labs_prices(tuned):
+    mnist = next(r for r in tuned["runs"][0]["results"] if r["workload"] == "mnist_cnn" and not r["tuning"])
+    gpu = {
+        **gpu_reference(tuned),
+        "results": [{**mnist, "throughput": 27_020.0}, {**mnist, "tuning": ["bf16_autocast"], "throughput": 54_040.0}],
+    }
+    found = analysis(tuned, [gpu], prices=prices_from("2.40 USD", "0.10 USD"))
+    answer = next(a for a in found.answers if a.workload == "mnist_cnn" and a.framework == "torch")
+    assert answer.speedup == pytest.approx(54_040.0 / answer.best.throughput)
+    assert answer.reference.default.throughput == 27_020.0
+    cpu_s, gpu_s = answer.cpu_wait[1], answer.gpu_wait[1]
+    assert gpu_s == pytest.approx(600_000 / 54_040.0)
+    cost = f"{money(0.10 * cpu_s / 3600, 'USD')} on this CPU, {money(2.40 * gpu_s / 3600, 'USD')} on the GPU"
+    assert f"Cost of 10 epochs of MNIST: {cost}" in found.verdicts["mnist_cnn"]
+    page = render_markdown(found)
+    assert "0.10 USD an hour (labstack.cpu_hour_price)" in page and "No prices are configured" not in page
+    assert "Cost" not in analysis(tuned, [gpu]).verdicts["mnist_cnn"]
+
+
+@pytest.mark.parametrize(
+    ("cpu_s", "speedup", "word"),
+    [(300, None, "**No**"), (3600, None, "**A GPU helps**"), (9 * 3600, None, "**Yes**"), (9 * 3600, 1.1, "**No**")],
+)
+def test_the_answer_reads_the_wait_on_the_cpu_at_its_best(tuned, cpu_s, speedup, word):
+    found = analysis(tuned)
+    answer = next(a for a in found.answers if a.workload == "mnist_cnn" and a.framework == "torch")
+    rate = 600_000 / cpu_s
+    best = dataclasses.replace(answer.best, throughput=rate)
+    reference = None
+    if speedup:
+        result = dataclasses.replace(read_run(gpu_reference(tuned)).results[0], throughput=rate * speedup)
+        reference = Reference(read_run(gpu_reference(tuned)), result, result, True)
+    short = dataclasses.replace(answer, best=best, reference=reference).short()
+    assert short.startswith(word)

@@ -57,7 +57,8 @@ AVX2_CPU = {"isa": ["avx2", "fma"], "physical_cores": 2}
 def test_the_cpu_is_tuned_the_way_a_careful_user_would_and_only_where_it_can_gain():
     plan = bench.plan_tuning
     assert plan("torch", "resnet", "cpu", AMX_CPU, 2, True) == (
-        ["channels_last", "bf16_autocast"], ["threads: 2, already one per physical core"]
+        ["channels_last", "bf16_autocast"],
+        ["threads: 2, already one per physical core"],
     )
     assert plan("torch", "transformer", "cpu", AMX_CPU, 2, True)[0] == ["bf16_autocast"]
     # no bf16 hardware: bf16 would be emulated, so it is not tried, and the report says why

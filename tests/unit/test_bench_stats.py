@@ -165,7 +165,8 @@ def test_reference_prefers_the_same_framework_then_the_newest():
                   reference_run("tensorflow", "2026-11-02", value=25_000.0)]  # fmt: skip
     found = find_reference(row, references)
     assert found.same_framework and found.run.started == "2026-11-02"
-    assert found.plain.throughput == 25_000.0 and found.mixed.throughput == 40_000.0
+    assert found.default.throughput == 25_000.0 and found.best.throughput == 40_000.0
+    assert found.best.tuning == ("bf16_autocast",)  # a file written before tuning: its precision was its setting
 
 
 def test_reference_of_another_size_is_not_used():
