@@ -170,6 +170,8 @@ def render_markdown(analysis: Analysis, chart: str | None = "benchmark.png") -> 
 
 
 COLOURS = {"default": "tab:gray", "best": "tab:blue", "gpu": "tab:green"}
+TIME_TICKS = {1: "1 s", 10: "10 s", 60: "1 min", 600: "10 min", 3600: "1 h", 6 * 3600: "6 h", 86400: "1 day",
+              7 * 86400: "1 week", 30 * 86400: "30 days"}  # fmt: skip
 
 
 def chart_bar(answer: Answer, label: str, row, kind: str, note: str = "") -> tuple[str, float, str, str]:
@@ -187,9 +189,7 @@ def chart_panels(analysis: Analysis) -> list[tuple[str, str, list[tuple[str, flo
     for answer in analysis.answers:
         wait = answer.cpu_wait
         heading = title(answer.workload, answer.best.config)
-        panel = panels.setdefault(
-            answer.workload, (heading, f"{wait[0]} (log scale)" if wait else f"{answer.best.unit} (log scale)", [])
-        )
+        panel = panels.setdefault(answer.workload, (heading, f"time for {wait[0]}" if wait else answer.best.unit, []))
         bars = panel[2]
         many = len({a.framework for a in analysis.answers if a.workload == answer.workload}) > 1
         prefix = f"{answer.framework}\n" if many else ""
@@ -203,7 +203,7 @@ def chart_panels(analysis: Analysis) -> list[tuple[str, str, list[tuple[str, flo
             name = f"{run.device_name or 'GPU'}".replace("NVIDIA ", "")
             source = "here" if run.own else f"ref. {run.started[:10]}"
             label = f"{name}\n{run.framework}, {source}"
-            bars.append(chart_bar(answer, label, reference.best, "gpu", f" (x{answer.speedup:.0f})"))
+            bars.append(chart_bar(answer, label, reference.best, "gpu", f", x{answer.speedup:.0f} the CPU's best"))
     return list(panels.values())
 
 
@@ -214,6 +214,7 @@ def render_chart(analysis: Analysis, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
 
     panels = chart_panels(analysis)
     count = max(1, len(panels))
@@ -224,9 +225,17 @@ def render_chart(analysis: Analysis, path: Path) -> Path:
         drawn = axis.bar(range(len(bars)), [b[1] for b in bars], color=[COLOURS[b[3]] for b in bars])
         axis.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
         axis.set_title(heading, fontsize=10)
-        axis.set_ylabel(ylabel, fontsize=8)
+        axis.set_ylabel(f"{ylabel} (log scale)", fontsize=8)
         axis.set_yscale("log")
         axis.margins(y=0.25)
+        axis.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+        if ylabel.startswith("time for"):  # seconds, on a clock's ticks
+            axis.yaxis.set_major_locator(FixedLocator(list(TIME_TICKS)))
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: TIME_TICKS.get(round(v), duration(v))))
+        else:
+            axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+        axis.tick_params(axis="y", labelsize=7)
         for bar, (_, value, text, _) in zip(drawn, bars, strict=True):
             axis.annotate(text, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
     for axis in list(axes.flat)[count:]:

@@ -369,7 +369,8 @@ def run_benchmark(options: BenchOptions) -> Analysis:
     if options.compare:
         doc["compare"] = {"file": str(options.compare)}
     analysis = analyse(read_document(doc), load_references(), earlier, options.prices)
-    doc["summary"] = [asdict(row) for row in analysis.rows]
+    doc["summary"] = [{**asdict(row), "setting": row.setting} for row in analysis.rows]
+    doc["answers"] = [answer.record() for answer in analysis.answers]
     doc["container_ratios"] = analysis.ratios
     if analysis.changes is not None:
         doc["compare"]["changes"] = analysis.changes

@@ -172,6 +172,41 @@ class Answer:
             parts.append(f"{self.prices.gpu.text(gpu[1])} on the GPU")
         return ", ".join(parts) or None
 
+    def record(self) -> dict:
+        """The answer in benchmark.json: default and best side by side, the GPU figure and its source, the times."""
+        cpu, gpu, reference = self.cpu_wait, self.gpu_wait, self.reference
+        default_wait = self.wait(self.default.throughput) if self.default else None
+        return {
+            "workload": self.workload,
+            "framework": self.framework,
+            "where": self.best.where,
+            "unit": self.best.unit,
+            "cpu_default": self.default.throughput if self.default else None,
+            "cpu_best": self.best.throughput,
+            "cpu_best_setting": self.best.setting,
+            "cpu_gain": self.gain,
+            "tried": {row.setting: row.throughput for row in self.tried},
+            "yardstick": cpu[0] if cpu else None,
+            "cpu_default_s": default_wait[1] if default_wait else None,
+            "cpu_best_s": cpu[1] if cpu else None,
+            "gpu": None
+            if not reference
+            else {
+                "device": reference.run.device_name,
+                "framework": reference.run.framework,
+                "measured": reference.run.started,
+                "source": "this machine" if reference.run.own else reference.run.reference_file,
+                "default": reference.default.throughput if reference.default else None,
+                "best": reference.best.throughput,
+                "best_setting": reference.best.setting,
+                "seconds": gpu[1] if gpu else None,
+                "same_framework": reference.same_framework,
+            },
+            "gpu_over_cpu_best": self.speedup,
+            "costs": self.costs(),
+            "answer": self.short().replace("**", ""),
+        }
+
     def short(self) -> str:
         """The answer in a few words, for the first screen."""
         cpu, gpu, speedup = self.cpu_wait, self.gpu_wait, self.speedup

@@ -30,12 +30,19 @@ def test_quick_workload_in_a_container_with_one_cpu(image, client):
     assert doc["framework"] == image.framework and doc["framework_version"].startswith(image.version)
     assert doc["environment"]["cpu"]["usable_cpus"] == 1
     assert doc["threads"]["intra_op"] == 1
-    (result,) = doc["results"]
-    assert result["workload"] == "mnist_cnn" and result["precision"] == "fp32"
+    result, *tuned = doc["results"]
+    assert result["workload"] == "mnist_cnn" and result["precision"] == "fp32" and result["tuning"] == []
     assert "cpu" in result["device_used"].lower()
     assert result["steps"] >= 8 and len(result["times_s"]) == result["steps"]
     assert result["throughput"] > 0 and result["median_s"] > 0
-    assert [e["event"] for e in events] == ["setup", "start", "done"]
+    # then what a careful user would try on this CPU, each on its own line of the document
+    expected = (["channels_last"] if image.framework == "torch" else []) + (
+        ["bf16_autocast"] if doc["bf16_hardware"] else []
+    )
+    assert [knob for r in tuned for knob in r["tuning"] if knob not in ("threads",)][-1:] == expected[-1:]
+    assert sum(r["best"] for r in doc["results"]) == 1
+    assert [e["event"] for e in events][:3] == ["setup", "setup", "start"]
+    assert [e["event"] for e in events].count("done") == len(doc["results"])
 
 
 @pytest.mark.only("cuda")
@@ -67,19 +74,25 @@ def test_invoke_benchmark_writes_json_markdown_and_chart(tmp_path):
     result = invoke_benchmark(tmp_path, "--compare", str(RECORDED))
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads((tmp_path / "benchmark.json").read_text())
-    cpu_images = {i.ref for i in MATRIX.select("all", "cpu")}
-    assert {run["image"] for run in doc["runs"]} == cpu_images
-    assert {(row["framework"], row["workload"]) for row in doc["summary"]} == {
-        (framework, "mnist_cnn") for framework in MATRIX.frameworks
-    }
+    # the lab's framework (torch) by default: the GPU references it is compared with are PyTorch's
+    assert {run["image"] for run in doc["runs"]} == {i.ref for i in MATRIX.select("torch", "cpu")}
+    settings = {row["setting"] for row in doc["summary"] if row["workload"] == "mnist_cnn"}
+    assert "default" in settings and "channels_last" in settings  # the CPU's default and what was tried on it
+    (run,) = doc["runs"]
+    assert sum(r["best"] for r in run["results"]) == 1
+    (answer,) = doc["answers"]  # default and best side by side in the JSON, as in the Markdown and the chart
+    assert answer["cpu_default"] == run["results"][0]["throughput"]
+    assert answer["cpu_best"] == max(r["throughput"] for r in run["results"])
+    assert answer["yardstick"] == "10 epochs of MNIST" and answer["cpu_best_s"] > 0
     markdown = (tmp_path / "benchmark.md").read_text()
-    assert "10 epochs of MNIST" in markdown
+    assert "10 epochs of MNIST" in markdown and "| this CPU, default | this CPU at its best |" in markdown
+    assert "Do you need a GPU?" in result.stdout
     if not list((ROOT / "references").glob("*.json")):
         assert NO_REFERENCE in markdown
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     assert "report: " in result.stdout
     changes = doc["compare"]["changes"]  # the recorded run measured the same size of mnist_cnn
-    assert {(c["framework"], c["workload"]) for c in changes} == {(f, "mnist_cnn") for f in MATRIX.frameworks}
+    assert {(c["framework"], c["workload"], c["setting"]) for c in changes} == {("torch", "mnist_cnn", "default")}
     assert f"## Compared with {RECORDED}" in markdown
 
 
