@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine for labstack, idempotently: Docker Engine + Compose v2 (started), mmdebstrap
-# for the OS layer, OpenSSH (the tests simulate lab servers with their own sshd; validate reaches hosts through
-# ssh), Debian's docker-registry (labstack runs its binary on loopback; the package's service stays off), Slurm
-# and MUNGE (the tests run a 3-node cluster of their own; the packages' services stay off), shellcheck and skopeo
-# (the cluster batch scripts and image exports), and a Python venv in .venv with labstack and its test tools.
-# Usage: scripts/bootstrap.sh   (uses sudo for the system packages when not run as root)
+# Set up a fresh Debian machine for labstack, idempotently.
+#   scripts/bootstrap.sh          what the images and the benchmark need: Docker Engine + Compose v2 (started),
+#                                 mmdebstrap for the OS layer, the OpenSSH client, and a Python venv in .venv with
+#                                 labstack (README's first command: the sooner the answer, the better)
+#   scripts/bootstrap.sh --full   also what deploy, clusters and the tests use: OpenSSH's server (the tests
+#                                 simulate lab servers with their own sshd), Debian's docker-registry (labstack
+#                                 runs its binary on loopback; the package's service stays off), Slurm and MUNGE
+#                                 (the tests run a 3-node cluster of their own; the services stay off), shellcheck
+#                                 and skopeo (the cluster batch scripts and image exports), iproute2, and ruff
+# Uses sudo for the system packages when not run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+full=0
+case "${1:-}" in
+  "") ;;
+  --full) full=1 ;;
+  *) echo "usage: scripts/bootstrap.sh [--full]" >&2; exit 2 ;;
+esac
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
-[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
-command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridges
-[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)  # labstack runs the binary with its own loopback config
-# slurm-wlm: slurmctld + slurmd + the client tools. Not slurm-wlm-emulator: that is a FrontEnd build, which cannot
-# run several slurmd (-N n1, n2, n3) on one host.
-[[ -x /usr/sbin/slurmctld && -x /usr/sbin/slurmd && -x /usr/bin/sbatch ]] || need+=(slurm-wlm)
-[[ -x /usr/sbin/munged ]] || need+=(munge)
-# shellcheck lints the Slurm batch scripts labstack renders (pyxis and apptainer ones run only on paper here);
-# skopeo reads the image archives `invoke export` writes, as a cluster without Docker would.
-command -v shellcheck >/dev/null || need+=(shellcheck)
-command -v skopeo >/dev/null || need+=(skopeo)
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+if ((full)); then
+  [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
+  command -v ip >/dev/null || need+=(iproute2)  # the simulated lab servers' bridges
+  [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)  # labstack runs the binary with its own loopback config
+  # slurm-wlm: slurmctld + slurmd + the client tools. Not slurm-wlm-emulator: that is a FrontEnd build, which
+  # cannot run several slurmd (-N n1, n2, n3) on one host.
+  [[ -x /usr/sbin/slurmctld && -x /usr/sbin/slurmd && -x /usr/bin/sbatch ]] || need+=(slurm-wlm)
+  [[ -x /usr/sbin/munged ]] || need+=(munge)
+  # The linter shellcheck checks the Slurm batch scripts labstack renders (pyxis and apptainer ones run only on paper here);
+  # skopeo reads the image archives `invoke export` writes, as a cluster without Docker would.
+  command -v shellcheck >/dev/null || need+=(shellcheck)
+  command -v skopeo >/dev/null || need+=(skopeo)
+fi
 if ((${#need[@]})); then
   echo "[bootstrap] installing ${need[*]}" >&2
   as_root apt-get update -qq
@@ -60,5 +73,6 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[bootstrap] creating .venv" >&2
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+if ((full)); then extras='.[dev]'; else extras='.'; fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$extras"
 echo "[bootstrap] ready: .venv/bin/invoke --list" >&2

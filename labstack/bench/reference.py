@@ -178,7 +178,8 @@ def problems_of(document: dict, device: str) -> list[str]:
 
 def figures(document: dict) -> list[str]:
     return [
-        f"  {r.get('workload')} {r.get('precision')} {r.get('config', '')}: {r.get('throughput'):.4g} {r.get('unit')}"
+        f"  {r.get('workload')} {' + '.join(r.get('tuning') or []) or 'default'}{' (best)' if r.get('best') else ''} "
+        f"{r.get('config', '')}: {r.get('throughput'):.4g} {r.get('unit')}"
         for r in document.get("results", [])
         if isinstance(r.get("throughput"), int | float)
     ]

@@ -264,7 +264,7 @@ class LocalRegistry:
     def __enter__(self) -> LocalRegistry:
         if not (REGISTRY_BINARY.is_file() and os.access(REGISTRY_BINARY, os.X_OK)):
             raise LabstackError(
-                "docker-registry is missing: run scripts/bootstrap.sh (it installs Debian's docker-registry)"
+                "docker-registry is missing: run scripts/bootstrap.sh --full (it installs Debian's docker-registry)"
             )
         try:
             self.storage.mkdir(parents=True, exist_ok=True)

@@ -351,7 +351,9 @@ class LabHosts:
     def start(self) -> LabHosts:
         for tool in ("dockerd", "docker", "ip", "ssh", "ssh-keygen", SSHD):
             if not shutil.which(tool):
-                raise LabHostError(f"{tool} is missing: run scripts/bootstrap.sh (it installs OpenSSH and Docker)")
+                raise LabHostError(
+                    f"{tool} is missing: run scripts/bootstrap.sh --full (it installs OpenSSH and Docker)"
+                )
         self.key = self.folder / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         for index, subnet in enumerate(free_subnets(self.count), 1):

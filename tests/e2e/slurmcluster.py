@@ -104,7 +104,9 @@ class SlurmCluster:
         try:
             missing = [tool for tool in TOOLS if not shutil.which(tool, path=f"{os.environ['PATH']}:/usr/sbin")]
             if missing:
-                raise SlurmClusterError(f"{', '.join(missing)} missing: run scripts/bootstrap.sh (slurm-wlm, munge)")
+                raise SlurmClusterError(
+                    f"{', '.join(missing)} missing: run scripts/bootstrap.sh --full (slurm-wlm, munge)"
+                )
             for sub in ("log", "state", "spool", "nodes"):
                 (self.folder / sub).mkdir()
             hosts: list[LabHost | None] = list(self.hosts) or [None] * self.count

@@ -119,7 +119,10 @@ def test_the_directives_are_the_jobs_resources(tmp_path):
     assert all(i < first_command for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH"))
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed: run scripts/bootstrap.sh")
+NO_SHELLCHECK = "shellcheck is not installed: run scripts/bootstrap.sh --full"
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason=NO_SHELLCHECK)
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_every_runtime_passes_bash_n_and_shellcheck(tmp_path, runtime):
     resources = Resources(nodes=2, gpus_per_task=1, mem="8G")
@@ -131,7 +134,7 @@ def test_every_runtime_passes_bash_n_and_shellcheck(tmp_path, runtime):
 
 def test_the_epilog_passes_shellcheck():
     if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed: run scripts/bootstrap.sh")
+        pytest.skip(NO_SHELLCHECK)
     epilog = Path(__file__).parents[2] / "labstack" / "cluster" / "epilog.sh"
     linted = subprocess.run(["shellcheck", "--severity=style", str(epilog)], capture_output=True, text=True)
     assert linted.returncode == 0, linted.stdout

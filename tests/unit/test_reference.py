@@ -32,8 +32,9 @@ def test_a_reference_file_is_named_after_the_gpus_model(name, slug):
 
 
 def good(**changes) -> dict:
-    document = {"device": "cuda", "results": [{"workload": "matmul", "precision": "bf16", "config": {},
-                "throughput": 798000.0, "unit": "GFLOP/s"}], "errors": [], "interrupted": False,
+    document = {"device": "cuda", "results": [{"workload": "matmul", "precision": "bf16", "tuning": ["bf16"],
+                "best": True, "config": {}, "throughput": 798000.0, "unit": "GFLOP/s"}], "errors": [],
+                "interrupted": False,
                 "environment": {"nvml": {"available": True}}}  # fmt: skip
     return {**document, **changes}
 
@@ -49,7 +50,7 @@ def test_only_a_clean_gpu_run_is_fit_to_be_a_reference():
 
 
 def test_the_summary_prints_each_measured_figure():
-    assert figures(good()) == ["  matmul bf16 {}: 7.98e+05 GFLOP/s"]
+    assert figures(good()) == ["  matmul bf16 (best) {}: 7.98e+05 GFLOP/s"]
     assert figures(good(results=[{"workload": "x", "throughput": None}])) == []
 
 

@@ -99,7 +99,7 @@ def test_the_config_listens_on_loopback_only_without_deletes_or_health_checks(tm
 
 def test_a_missing_registry_binary_names_the_bootstrap(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "REGISTRY_BINARY", tmp_path / "docker-registry")
-    with pytest.raises(LabstackError, match=r"docker-registry is missing: run scripts/bootstrap.sh"):
+    with pytest.raises(LabstackError, match=r"docker-registry is missing: run scripts/bootstrap.sh --full"):
         LocalRegistry(tmp_path / "store").__enter__()
     assert not (tmp_path / "store").exists()
 
