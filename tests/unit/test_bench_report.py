@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labstack.bench.prices import money, prices_from
-from labstack.bench.report import render_chart, render_markdown, write_report
+from labstack.bench.report import chart_panels, render_chart, render_markdown, write_report
 from labstack.bench.results import read_document, read_run
 from labstack.bench.verdict import NO_REFERENCE, TORCH_ONLY, Reference, analyse
 
@@ -191,3 +191,19 @@ def test_the_answer_reads_the_wait_on_the_cpu_at_its_best(tuned, cpu_s, speedup,
         reference = Reference(read_run(gpu_reference(tuned)), result, result, True)
     short = dataclasses.replace(answer, best=best, reference=reference).short()
     assert short.startswith(word)
+
+
+def test_the_chart_shows_time_to_train_for_the_cpu_by_default_at_its_best_and_the_gpu(tuned):
+    resnet = [r for r in tuned["runs"][0]["results"] if r["workload"] == "resnet"]
+    gpu = {**gpu_reference(tuned), "results": [{**r, "throughput": 50 * r["throughput"]} for r in resnet]}
+    found = analysis(tuned, [gpu])
+    panels = {heading: (label, bars) for heading, label, bars in chart_panels(found)}
+    label, bars = panels["ResNet"]
+    assert label == "time for an ImageNet-sized epoch, 1.28 M images"
+    kinds = [b[3] for b in bars]
+    assert kinds[:3] == ["default", "best", "gpu"]  # torch's, then TensorFlow's CPU bars
+    answer = next(a for a in found.answers if a.workload == "resnet" and a.framework == "torch")
+    assert bars[1][1] == pytest.approx(1_281_167 / answer.best.throughput)  # seconds, on a log axis
+    assert bars[2][1] == pytest.approx(bars[1][1] / 50) and bars[2][2].endswith("x50 the CPU's best")
+    gemm_label, gemm = panels["Large matrix multiply (GEMM)"]
+    assert gemm_label == "GFLOP/s" and all(b[3] != "gpu" for b in gemm)  # no GEMM reference given
