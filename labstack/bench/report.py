@@ -44,7 +44,8 @@ def render_markdown(analysis: Analysis, chart: str | None = "benchmark.png") -> 
         out += [analysis.busy, ""]
     out += ["## Verdicts", ""]
     for workload, paragraph in analysis.verdicts.items():
-        out += [f"### {workloads.WORKLOADS[workload]['title']}", "", paragraph, ""]
+        config = next((r.config for r in analysis.rows if r.workload == workload), {})
+        out += [f"### {workloads.title(workload, config)}", "", paragraph, ""]
     if not analysis.verdicts:
         out += ["No CPU results were measured.", ""]
     if chart:
