@@ -207,7 +207,8 @@ def down(c, project=None, env_file=None):
         "torch: the GPU references are PyTorch's)",
         "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
         "run (default: auto)",
-        "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all)",
+        "workloads": "matmul, mnist_cnn, resnet, transformer, a comma list or all (default: all; with --model, "
+        "none unless named)",
         "quick": "smaller models and fewer steps, about half a minute per image on 2 CPUs (default: the full sizes)",
         "local": "also run each framework on this host, from a venv of the image's own wheels, to measure the "
         "container's overhead (default: containers only)",
@@ -215,17 +216,21 @@ def down(c, project=None, env_file=None):
         "compare": "an earlier benchmark.json: flag changes larger than the measured noise (default: none)",
         "out": "directory for benchmark.json, .md and .png (default: reports/benchmark-<UTC time>)",
         "cpus": "CPU quota for the containers, like docker run --cpus; --local runs are not limited (default: none)",
+        "model": "package.module:function: time your own PyTorch model's training steps, in the lab image; the "
+        "function returns (model, (inputs, targets), loss) (docs/benchmark.md) (default: our workloads only)",
+        "project": "the folder your --model's code is in, mounted read-only at /work and on PYTHONPATH (default: "
+        "the lab's labstack.project setting, else here)",
     }
 )
 @one_line_errors
 def benchmark(
-    c, framework=None, variant="auto", workloads="all", quick=False, local=False, repeat="1", compare=None,
-    out=None, cpus=None,
+    c, framework=None, variant="auto", workloads=None, quick=False, local=False, repeat="1", compare=None,
+    out=None, cpus=None, model=None, project=None,
 ):  # fmt: skip
     """Do you need a GPU? Benchmark the images on this machine; write JSON, Markdown and a chart."""
     lab = settings(c)
-    bench.benchmark(framework or lab.framework, variant, workloads, quick, local, repeat, compare, out, cpus,
-                    lab.gpu_hour_price, lab.cpu_hour_price)  # fmt: skip
+    bench.benchmark(framework, variant, workloads, quick, local, repeat, compare, out, cpus, model, project,
+                    lab.project, lab.framework, lab.gpu_hour_price, lab.cpu_hour_price)  # fmt: skip
 
 
 @task(

@@ -4,7 +4,12 @@ tf_cnn_benchmarks and TorchBench time them. Prints one JSON document on stdout; 
 JSON lines ({"event": ...}) that `invoke benchmark` turns into a progress bar.
 
     python3 bench.py --framework torch|tensorflow [--workloads matmul,mnist_cnn,resnet,transformer]
-                     [--quick] [--device cpu|cuda] [--threads N]
+                     [--quick] [--device cpu|cuda] [--threads N] [--model package.module:function]
+
+--model times the training steps of the lab's own PyTorch model the same way: the function, imported from
+sys.path (PYTHONPATH), returns (model, (inputs, targets), loss) or a dict with those keys (and optionally
+samples_per_epoch and name); see docs/benchmark.md. With --model, the built-in workloads run only when
+--workloads names them.
 
 Runs inside a labstack image (/opt/labstack/payload/bench.py) and on a bare host with nothing but the
 framework installed (a GPU host without Docker or network: `python3 payload/bench.py --device cuda ...`).
@@ -12,14 +17,18 @@ Method: synthetic random-normal data with fixed seeds; warm-up steps not counted
 a minimum count and a minimum time are reached; every step is timed on its own, with CUDA synchronised (torch)
 or the step's result fetched (TensorFlow) before each clock read; the device that ran is asserted from the
 framework; CPU threads follow the container's CPU quota (probe.py's usable_cpus).
-Exit codes: 0 done, 2 bad arguments, 5 the requested device is not usable, 130 interrupted (partial results).
+Exit codes: 0 done, 1 the --model's training step failed in every setting, 2 bad arguments or a --model that
+cannot be used (one `bench.py:` line on stderr), 5 the requested device is not usable, 130 interrupted (partial
+results).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as dt
+import importlib
 import json
 import os
 import re
@@ -29,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import probe  # the payload's probes and workload table, beside this file
 from workloads import MNIST_EPOCH
@@ -47,7 +57,12 @@ TIMING = {
     "full": {"warmup": 5, "min_steps": 20, "min_seconds": 8.0, "max_seconds": 90.0},
 }
 HEAVY_FULL = {"warmup": 2, "min_steps": 6, "min_seconds": 8.0, "max_seconds": 120.0}  # resnet/transformer, full
-UNITS = {w: spec["unit"] for w, spec in WORKLOAD_TABLE.items()}
+MODEL = "model"  # the workload name of the lab's own model (--model), beside the built-in ones
+UNITS = {**{w: spec["unit"] for w, spec in WORKLOAD_TABLE.items()}, MODEL: "samples/s"}
+# package.module:function, as in Python's entry points; a top-level module (train:build) is a package of one
+MODEL_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
+MODEL_KEYS = ("model", "batch", "loss")
+MODEL_OPTIONAL = ("samples_per_epoch", "name")
 RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
@@ -92,6 +107,133 @@ def timed_steps(step, sync, timing: dict) -> list[float]:
         if elapsed >= timing["max_seconds"] and len(times) >= 3:
             break
     return times
+
+
+# ------------------------------------------------------------------------------------ the lab's own model
+
+
+class UserModelError(Exception):
+    """The lab's --model cannot be used: a spec not of the form package.module:function, a module that does not
+    import, a function that is missing, raises or returns the wrong thing (exit 2). The message is one line that
+    names the spec and what was wrong."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as its type and the first line of its message: what a one-line failure quotes."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """(module, function) of a --model spec."""
+    if not MODEL_SPEC.match(spec):
+        raise UserModelError(f"--model {spec!r}: give package.module:function, e.g. mylab.model:build (a function "
+                             "that returns the model, a batch and a loss)")  # fmt: skip
+    module, function = spec.split(":")
+    return module, function
+
+
+def load_model_function(spec: str):
+    """The function a --model spec names, imported from sys.path; every failure is a UserModelError that quotes
+    the lab's own exception."""
+    module_name, name = parse_model_spec(spec)
+    try:
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as err:  # the lab's code: whatever its import raises is reported, not raised
+        where = os.environ.get("PYTHONPATH") or "not set"
+        raise UserModelError(f"--model {spec}: cannot import {module_name}: {one_line(err)} (PYTHONPATH: {where}; "
+                             "then the installed packages)") from None  # fmt: skip
+    function = getattr(module, name, None)
+    if function is None:
+        raise UserModelError(f"--model {spec}: {module_name} ({getattr(module, '__file__', '?')}) has no {name}")
+    if not callable(function):
+        raise UserModelError(f"--model {spec}: {module_name}.{name} is {kind_of(function)}, not a function")
+    return function
+
+
+def call_model_function(spec: str, function):
+    try:
+        return function()
+    except (Exception, SystemExit) as err:
+        raise UserModelError(f"--model {spec}: calling it raised {one_line(err)}") from None
+
+
+def kind_of(value) -> str:
+    """What a value is, for a message: "a tuple of 2", "an int", "None"."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    article = "an" if name[0].lower() in "aeiou" else "a"
+    return f"{article} {name} of {len(value)}" if isinstance(value, (tuple, list)) else f"{article} {name}"
+
+
+@dataclass
+class UserModel:
+    """The lab's model, its batch and its loss, checked; `config` is what the results record as its size."""
+
+    model: object
+    inputs: tuple
+    targets: object
+    loss: object
+    config: dict
+    initial: dict = field(default_factory=dict)  # the model's starting weights: every setting starts from them
+
+    @property
+    def image_like(self) -> bool:
+        """Some input is 4-D (N, C, H, W): channels-last can apply."""
+        return any(len(t.shape) == 4 for t in self.inputs)
+
+
+def unpack_model(spec: str, returned, is_tensor) -> UserModel:
+    """What a --model function returned: (model, (inputs, targets), loss), or a dict with model, batch and loss and
+    optionally samples_per_epoch and name. `inputs` is a tensor or a tuple of tensors (the model is called as
+    model(*inputs)); the batch size is the first input's first dimension. Anything else is a UserModelError."""
+    expected = "return (model, (inputs, targets), loss) or a dict with model, batch and loss"
+    extra: dict = {}
+    if isinstance(returned, dict):
+        missing = [k for k in MODEL_KEYS if k not in returned]
+        unknown = sorted(str(k) for k in returned if k not in (*MODEL_KEYS, *MODEL_OPTIONAL))
+        if missing or unknown:
+            wrong = (f"lacks {', '.join(missing)}" if missing else "") + (" and " if missing and unknown else "")
+            wrong += f"has unknown keys {', '.join(unknown)}" if unknown else ""
+            raise UserModelError(f"--model {spec}: the dict it returned {wrong}: {expected} (optional: "
+                                 f"{', '.join(MODEL_OPTIONAL)})")  # fmt: skip
+        model, batch, loss = (returned[k] for k in MODEL_KEYS)
+        extra = {k: returned[k] for k in MODEL_OPTIONAL if returned.get(k) is not None}
+    elif isinstance(returned, (tuple, list)) and len(returned) == 3:
+        model, batch, loss = returned
+    else:
+        raise UserModelError(f"--model {spec}: it returned {kind_of(returned)}: {expected}")
+    if not callable(model):
+        raise UserModelError(f"--model {spec}: the model is {kind_of(model)}, not a callable model")
+    if not callable(loss):
+        raise UserModelError(f"--model {spec}: the loss is {kind_of(loss)}: give a function loss(output, targets)")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise UserModelError(f"--model {spec}: the batch is {kind_of(batch)}: give (inputs, targets)")
+    inputs, targets = batch
+    inputs = (inputs,) if is_tensor(inputs) else inputs
+    if not isinstance(inputs, (tuple, list)) or not inputs or not all(is_tensor(t) for t in inputs):
+        raise UserModelError(f"--model {spec}: the inputs are {kind_of(inputs)}: give a tensor or a tuple of tensors")
+    if not len(inputs[0].shape):
+        raise UserModelError(f"--model {spec}: the first input is 0-d: its first dimension must be the batch")
+    samples = extra.get("samples_per_epoch")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0):
+        raise UserModelError(f"--model {spec}: samples_per_epoch is {samples!r}: give a whole number above 0")
+    if "name" in extra and not isinstance(extra["name"], str):
+        raise UserModelError(f"--model {spec}: name is {kind_of(extra['name'])}: give text")
+    config = {"spec": spec, "batch": int(inputs[0].shape[0]), **extra}
+    return UserModel(model, tuple(inputs), targets, loss, config)
+
+
+def load_user_model(spec: str, backend) -> UserModel:
+    """Import and call the lab's function, check what it returned, and hand model and batch to the backend."""
+    if not hasattr(backend, "adopt_model"):
+        raise UserModelError(f"--model {spec}: the lab model runs PyTorch models for now: give --framework torch")
+    function = load_model_function(spec)
+    backend.seed()
+    user = unpack_model(spec, call_model_function(spec, function), backend.is_tensor)
+    backend.adopt_model(user)
+    return user
 
 
 # ---------------------------------------------------------------------------------------------- PyTorch
@@ -192,16 +334,25 @@ class TorchBackend:
         if setting.get("channels_last"):  # NHWC in memory, the layout oneDNN's and cuDNN's fast kernels want
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
+        return self.sgd_steps(model, (x,), y, lambda logits, y: loss_fn(logits.float(), y), setting)
+
+    def sgd_steps(self, model, inputs: tuple, targets, loss_fn, setting: dict):
+        """The training step every torch workload times, the lab's own model too: SGD (lr 0.01, momentum 0.9), the
+        forward pass and the loss under bf16 autocast when the setting says so. It runs once here, and the device
+        it ran on is asserted."""
+        torch = self.torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         amp = setting["precision"] == "amp_bf16"
         out = {}
 
         def step():
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
+                loss = loss_fn(model(*inputs), targets)
+            if not isinstance(loss, torch.Tensor) or loss.ndim:
+                got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else kind_of(loss)
+                raise TypeError(f"loss(output, targets) returned {got}: it must return a scalar tensor")
             loss.backward()
             optimizer.step()
             out["loss"] = loss
@@ -212,6 +363,45 @@ class TorchBackend:
         if next(model.parameters()).device.type != self.kind:
             raise AssertionError(f"torch model parameters are not on {self.kind}")
         return step, where
+
+    def is_tensor(self, value) -> bool:
+        return isinstance(value, self.torch.Tensor)
+
+    def adopt_model(self, user: UserModel) -> None:
+        """The lab's model and batch on the device, once, and the model's starting weights kept."""
+        torch = self.torch
+        spec = user.config["spec"]
+        if not isinstance(user.model, torch.nn.Module):
+            raise UserModelError(f"--model {spec}: the model is {kind_of(user.model)}, not a torch.nn.Module")
+        try:
+            user.model = user.model.to(self.device)
+            user.inputs = tuple(t.to(self.device) for t in user.inputs)
+            user.targets = to_device(user.targets, self.device, torch.Tensor)
+            user.initial = copy.deepcopy(user.model.state_dict())
+        except Exception as err:  # the lab's model: what moving it raises is reported, not raised
+            raise UserModelError(f"--model {spec}: moving it to {self.device} raised {one_line(err)}") from None
+
+    def model_step(self, user: UserModel, setting: dict):
+        """The lab's model in the setting's memory layout, from its starting weights, with a new optimizer."""
+        torch = self.torch
+        model = user.model
+        model.load_state_dict(user.initial)
+        model.train()
+        layout = torch.channels_last if setting.get("channels_last") else torch.contiguous_format
+        model.to(memory_format=layout)  # only 4-D parameters change
+        inputs = tuple(t.contiguous(memory_format=layout) if t.dim() == 4 else t for t in user.inputs)
+        return self.sgd_steps(model, inputs, user.targets, user.loss, setting)
+
+
+def to_device(value, device, tensor_type):
+    """Tensors moved to the device, inside tuples, lists and dicts too (the lab's targets can be any of them)."""
+    if isinstance(value, tensor_type):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device, tensor_type) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device, tensor_type) for k, v in value.items()}
+    return value
 
 
 def torch_resnet(nn, config: dict):
@@ -457,8 +647,11 @@ def bf16_hardware(cpu: dict) -> str | None:
     return None
 
 
-def plan_tuning(framework: str, workload: str, device: str, cpu: dict, threads: int, bf16_ok: bool):
-    """(knobs to try after the default, in order; why the others are not tried). `threads` is the default count."""
+def plan_tuning(
+    framework: str, workload: str, device: str, cpu: dict, threads: int, bf16_ok: bool, image_like: bool = False
+):
+    """(knobs to try after the default, in order; why the others are not tried). `threads` is the default count;
+    `image_like`: the lab's model (workload "model") has a 4-D input, so channels-last can apply to it."""
     knobs: list[str] = []
     skipped: list[str] = []
     if workload == "matmul":
@@ -472,7 +665,9 @@ def plan_tuning(framework: str, workload: str, device: str, cpu: dict, threads: 
                 skipped.append(f"threads: TensorFlow fixes its thread pools when it starts ({threads} threads)")
         else:
             skipped.append(f"threads: {threads}, already one per physical core")
-    if workload in CNN_WORKLOADS:
+    if workload == MODEL and not image_like:
+        skipped.append("channels-last: no input of your model is 4-D (N, C, H, W)")
+    elif workload in CNN_WORKLOADS or workload == MODEL:
         if framework == "torch":
             knobs.append("channels_last")
         else:
@@ -504,7 +699,7 @@ def setting_of(workload: str, tuning: list[str], threads: int, cpu: dict) -> dic
     }
 
 
-def measure(backend, workload: str, setting: dict, mode: str, device: str) -> dict:
+def measure(backend, workload: str, setting: dict, mode: str, device: str, user: UserModel | None = None) -> dict:
     backend.seed()
     precision = setting["precision"]
     timing = dict(HEAVY_FULL if mode == "full" and workload in ("resnet", "transformer") else TIMING[mode])
@@ -517,6 +712,10 @@ def measure(backend, workload: str, setting: dict, mode: str, device: str) -> di
             config: dict = {}
             step, where = backend.matmul(shape["n"], shape["inner"], precision)
             work = 2 * shape["n"] ** 3 * shape["inner"] / 1e9  # GFLOP per step
+        elif workload == MODEL:
+            config, shape = dict(user.config), {}
+            step, where = backend.model_step(user, setting)
+            work = config["batch"]
         else:
             config, shape = CONFIGS[mode][workload], {}
             step, where = backend.train_step(workload, config, setting)
@@ -547,6 +746,8 @@ def measure(backend, workload: str, setting: dict, mode: str, device: str) -> di
         result["tokens_per_s"] = result["throughput"] * config["seq"]
     if workload == "mnist_cnn":
         result["epoch_s"] = MNIST_EPOCH / result["throughput"]
+    if workload == MODEL and config.get("samples_per_epoch"):
+        result["epoch_s"] = config["samples_per_epoch"] / result["throughput"]  # an epoch of the lab's own data
     return result
 
 
@@ -560,7 +761,7 @@ def tune(backend, workload: str, knobs: list[str], context: dict, on_start, on_r
         setting = setting_of(workload, trial, context["threads"], context["cpu"])
         on_start(workload, setting)
         try:
-            result = measure(backend, workload, setting, context["mode"], context["device"])
+            result = measure(backend, workload, setting, context["mode"], context["device"], context.get("user"))
         except Exception as err:  # one failed setting is reported; the others still run
             on_error(workload, setting, err)
             continue
@@ -642,16 +843,35 @@ def environment(framework: str, device: str) -> dict:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list (default: all)")
+    parser.add_argument("--workloads", help="comma list (default: all; none with --model)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--quick", action="store_true", help="smaller models and fewer steps")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: usable CPUs, cgroup-aware)")
+    parser.add_argument("--model", help="package.module:function: also time the lab's own PyTorch model, imported "
+                        "from sys.path (PYTHONPATH)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.model:
+        try:
+            parse_model_spec(args.model)
+        except UserModelError as err:
+            refuse(str(err))
+        if args.framework != "torch":
+            refuse(f"--model {args.model}: the lab model runs PyTorch models for now: give --framework torch")
+    if args.workloads is None:  # with --model, the built-in workloads run only when asked for
+        args.workloads = "" if args.model else ",".join(WORKLOADS)
+    else:
+        args.workloads = args.workloads or "(none)"
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in args.workloads if w not in WORKLOADS]
-    if unknown or not args.workloads:
+    if unknown or not (args.workloads or args.model):
         parser.error(f"unknown workload {', '.join(unknown) or '(none)'}: choose from {', '.join(WORKLOADS)}")
     return args
+
+
+def refuse(message: str) -> None:
+    """Bad input: one `bench.py:` line, exit 2."""
+    print(f"bench.py: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def now_utc() -> str:
@@ -686,9 +906,11 @@ def main(argv: list[str]) -> int:
     }
     code = 0
     other_load, times_before = OtherLoad(), cpu_times()
+    names = [MODEL, *args.workloads] if args.model else args.workloads  # the lab's model first: it is theirs
+    user = None
     try:
         other_load.__enter__()
-        emit("setup", framework=args.framework, total=len(args.workloads))
+        emit("setup", framework=args.framework, total=len(names))
         backend = BACKENDS[args.framework](args.device, threads)
         doc.update(
             framework_version=probe.run(args.framework).get("version"),
@@ -699,9 +921,13 @@ def main(argv: list[str]) -> int:
             bf16_hardware=bf16_hardware(cpu) if args.device == "cpu" else None,
             tuning_skipped={},
         )
+        if args.model:
+            user = load_user_model(args.model, backend)
+            doc["model"] = user.config
         plans = {}
-        for workload in args.workloads:
-            knobs, skipped = plan_tuning(args.framework, workload, args.device, cpu, threads, backend.bf16_supported())
+        for workload in names:
+            knobs, skipped = plan_tuning(args.framework, workload, args.device, cpu, threads, backend.bf16_supported(),
+                                         image_like=bool(user and user.image_like))  # fmt: skip
             plans[workload] = knobs
             doc["tuning_skipped"][workload] = skipped
         total = sum(1 + len(knobs) for knobs in plans.values())
@@ -716,8 +942,7 @@ def main(argv: list[str]) -> int:
             progress["index"] += 1
 
         def on_error(workload: str, setting: dict, err: Exception) -> None:
-            text = str(err).strip()
-            error = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+            error = one_line(err)
             doc["errors"].append({"workload": workload, "precision": setting["precision"],
                                   "tuning": setting["tuning"], "error": error})  # fmt: skip
             emit("error", workload=workload, precision=setting["precision"], index=progress["index"], error=error)
@@ -727,9 +952,18 @@ def main(argv: list[str]) -> int:
             emit("start", workload=workload, precision=" + ".join(setting["tuning"]) or "default",
                  index=progress["index"], total=total)  # fmt: skip
 
-        context = {"threads": threads, "cpu": cpu, "mode": mode, "device": args.device}
+        context = {"threads": threads, "cpu": cpu, "mode": mode, "device": args.device, "user": user}
         for workload, knobs in plans.items():
             tune(backend, workload, knobs, context, on_start, on_result, on_error)
+        if user and not any(r["workload"] == MODEL for r in doc["results"]):
+            failed = next(e["error"] for e in doc["errors"] if e["workload"] == MODEL)
+            print(f"bench.py: --model {args.model}: its training step failed in every setting: {failed}",
+                  file=sys.stderr)  # fmt: skip
+            code = 1
+    except UserModelError as err:
+        doc["errors"].append({"workload": MODEL, "precision": None, "error": str(err)})
+        print(f"bench.py: {err}", file=sys.stderr)
+        code = 2
     except DeviceUnusable as err:
         doc["errors"].append({"workload": None, "precision": None, "error": str(err)})
         print(f"bench.py: {err}", file=sys.stderr)

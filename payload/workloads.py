@@ -46,8 +46,17 @@ WORKLOADS = {
 }
 
 
+def title(workload: str, config: dict | None = None) -> str:
+    """A workload's heading; the lab's own model (bench.py --model, workload "model") is named by its spec."""
+    if workload not in WORKLOADS:
+        return f"your model {(config or {}).get('spec', workload)}"
+    return WORKLOADS[workload]["title"]
+
+
 def describe(workload: str, config: dict) -> str:
     """The size of a result, as the report's tables give it."""
+    if workload not in WORKLOADS:  # the lab's own model: its name or spec, and its batch
+        return f"{config.get('name') or config.get('spec', workload)}, batch {config.get('batch', '?')}"
     if workload == "resnet":
         return f"ResNet-{config['depth']}, {config['image_size']}x{config['image_size']}, batch {config['batch']}"
     if workload == "transformer":
@@ -66,8 +75,11 @@ def samples_per_unit(workload: str, config: dict) -> float:
 
 
 def wait_seconds(workload: str, config: dict, throughput: float) -> tuple[str, float] | None:
-    """(what, seconds): how long the workload's yardstick takes at `throughput`, None for matmul."""
-    wait = WORKLOADS[workload].get("wait")
+    """(what, seconds): how long the workload's yardstick takes at `throughput`, None for matmul; for the lab's own
+    model, one epoch of its data when it said how many samples that is."""
+    wait = WORKLOADS.get(workload, {}).get("wait")
+    if workload not in WORKLOADS and config.get("samples_per_epoch"):
+        wait = (f"one epoch of your data, {config['samples_per_epoch']:,} samples", config["samples_per_epoch"])
     if not wait or throughput <= 0:
         return None
     what, amount = wait

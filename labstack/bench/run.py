@@ -1,17 +1,21 @@
 """`invoke benchmark`: run the payload's bench.py in each image (and with --local on this host, from a venv made of
-the same wheels), collect one JSON document, then write the Markdown report and the chart from it."""
+the same wheels), collect one JSON document, then write the Markdown report and the chart from it.
+
+With --model, bench.py also times the lab's own model, in each image's lab layer (the lab's packages are there),
+with the project folder mounted read-only at /work and on PYTHONPATH."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import docker.errors
@@ -24,8 +28,10 @@ from labstack.bench.report import answer_cells, write_report
 from labstack.bench.results import REPORT_SCHEMA, load_document, load_references, read_document
 from labstack.bench.verdict import NO_REFERENCE, Analysis, analyse
 from labstack.build.images import build_images
+from labstack.build.layers import LAB, build_layer, layer_ref
 from labstack.build.lock import read_lock
 from labstack.build.wheelhouse import ensure_wheels, wheelhouse_dir
+from labstack.compose.env import project_dir
 from labstack.engine import connect
 from labstack.errors import BadInput, ExitCode, LabstackError, Terminated
 from labstack.gpu import gpu_preflight, gpu_problems, local_gpu
@@ -34,10 +40,35 @@ from labstack.paths import REPORTS_DIR, cache_dir, has_local_changes, revision
 from labstack.payload import run_probe
 
 RUN_TIMEOUT = {"quick": 600, "full": 1800}  # seconds for one framework's run, start-up included
+PROJECT_MOUNT = "/work"  # where the lab's code is in the container, as in the compose services and Slurm jobs
+MODEL_FRAMEWORKS = ("torch",)  # what bench.py's --model can time, for now
 
 
 def choose_workloads(value: str) -> list[str]:
+    if value == "":  # --model without --workloads: the lab's model alone
+        return []
     return list(choose("workload", value, payload.load("workloads").WORKLOADS))
+
+
+def check_model_spec(spec: str) -> str:
+    """The form of a --model spec, checked here by bench.py's own rule before Docker is asked."""
+    bench = payload.load("bench")
+    try:
+        bench.parse_model_spec(spec)
+    except bench.UserModelError as err:
+        raise BadInput(str(err)) from None
+    return spec
+
+
+def project_folder(option: str | None, setting: str) -> Path:
+    """The lab's code: --project, else the labstack.project setting (relative to the checkout, as compose reads
+    it), else the current folder. It must be a folder."""
+    if not option:
+        return project_dir(setting) or Path.cwd()
+    folder = Path(option).expanduser().resolve()
+    if not folder.is_dir():
+        raise BadInput(f"--project {option}: {folder} is not a folder: name the folder that holds your model's code")
+    return folder
 
 
 @dataclass(frozen=True)
@@ -47,24 +78,34 @@ class Target:
     image: Image
     where: str  # "image" or "local"
     device: str  # "cpu" or "cuda": a CUDA image can also be measured on its CPU
+    layer: str = "framework"  # the image's layer that runs: "lab" for the lab's own model
+
+    @property
+    def ref(self) -> str:
+        return layer_ref(self.image, self.layer)
 
     @property
     def label(self) -> str:
-        return f"{self.image.name} ({'container' if self.where == 'image' else 'bare host'})"
+        name = self.image.name if self.layer == "framework" else f"{self.image.name}-{self.layer}"
+        return f"{name} ({'container' if self.where == 'image' else 'bare host'})"
 
 
-def plan_targets(images: list[Image], local: bool) -> list[Target]:
+def plan_targets(images: list[Image], local: bool, layer: str = "framework") -> list[Target]:
     targets = []
     for image in images:
         device = "cuda" if image.variant == "cuda" else "cpu"
-        targets.append(Target(image, "image", device))
+        targets.append(Target(image, "image", device, layer))
         if local:
             targets.append(Target(image, "local", device))
     return targets
 
 
-def bench_arguments(target: Target, workloads: list[str], quick: bool) -> list[str]:
-    args = ["--framework", target.image.framework, "--device", target.device, "--workloads", ",".join(workloads)]
+def bench_arguments(target: Target, workloads: list[str], quick: bool, model: str | None = None) -> list[str]:
+    args = ["--framework", target.image.framework, "--device", target.device]
+    if workloads:
+        args += ["--workloads", ",".join(workloads)]
+    if model:
+        args += ["--model", model]
     return [*args, "--quick"] if quick else args
 
 
@@ -97,6 +138,8 @@ def parse_document(stdout: str, target: Target, code: int, stderr_tail: list[str
         raise LabstackError(f"the benchmark in {target.label} failed (exit {code}) without results: {tail}") from None
     if code == ExitCode.NO_GPU:  # bench.py's exit for a device it cannot use
         raise LabstackError(f"{target.label}: {doc['errors'][0]['error']}", code=ExitCode.NO_GPU)
+    if code == ExitCode.BAD_INPUT and doc.get("errors"):  # a --model that cannot be used: the lab's code says why
+        raise LabstackError(f"{target.label}: {doc['errors'][-1]['error']}", code=ExitCode.BAD_INPUT)
     return doc
 
 
@@ -110,15 +153,26 @@ def stream_events(lines, on_event, tail: list[str]) -> None:
             del tail[:-20]
 
 
-def run_in_container(client, target: Target, args: list[str], cpus: float | None, timeout: int, on_event) -> dict:
-    """bench.py in a fresh container of the image: no network, the CPU quota given, killed after `timeout`."""
+def run_in_container(
+    client, target: Target, args: list[str], cpus: float | None, timeout: int, on_event, project: Path | None = None
+) -> dict:
+    """bench.py in a fresh container of the image: no network, the CPU quota given, killed after `timeout`. A
+    project folder is mounted read-only at /work and put on PYTHONPATH, and the run is yours (your UID and GID, as
+    in the compose services), so it reads your files as you do."""
     options: dict = {"network_mode": "none", "shm_size": "1g", "detach": True, "labels": {"labstack.bench": "1"}}
+    if project:
+        options.update(
+            volumes={str(project): {"bind": PROJECT_MOUNT, "mode": "ro"}},
+            environment={"PYTHONPATH": PROJECT_MOUNT},
+            working_dir=PROJECT_MOUNT,
+            user=f"{os.getuid()}:{os.getgid()}",
+        )
     if cpus:
         options["nano_cpus"] = int(cpus * 1e9)
     if target.device == "cuda":
         options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     try:
-        container = client.containers.run(target.image.ref, ["python", payload.in_image("bench"), *args], **options)
+        container = client.containers.run(target.ref, ["python", payload.in_image("bench"), *args], **options)
     except docker.errors.DockerException as err:
         reason = getattr(err, "explanation", None) or str(err)
         raise LabstackError(f"cannot start {target.label}: {reason}") from None
@@ -138,7 +192,7 @@ def run_in_container(client, target: Target, args: list[str], cpus: float | None
             raise LabstackError(f"the benchmark in {target.label} ran past {timeout} s and was stopped")
         stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
         doc = parse_document(stdout, target, code, tail)
-        labels = client.images.get(target.image.ref).labels or {}
+        labels = client.images.get(target.ref).labels or {}
         doc["image_id"] = container.image.id
         doc["image_revision"] = labels.get("org.opencontainers.image.revision")
         return doc
@@ -241,7 +295,22 @@ class BenchOptions:
     compare: str | None = None
     out: str | None = None
     cpus: float | None = None
+    model: str | None = None  # package.module:function: the lab's own model, timed beside (or instead of) ours
+    project: str | None = None  # the folder that holds its code (default: the labstack.project setting, else here)
+    project_setting: str = ""
+    default_framework: str = "torch"  # the lab's labstack.framework setting
     prices: Prices = field(default_factory=Prices)
+
+
+def with_defaults(options: BenchOptions) -> BenchOptions:
+    """The defaults that depend on --model: the lab's framework (only torch runs a lab model for now), and the
+    built-in workloads run beside it only when --workloads names them."""
+    model = bool(options.model)
+    return replace(
+        options,
+        framework=options.framework or ("torch" if model else options.default_framework),
+        workloads=options.workloads if options.workloads is not None else ("" if model else "all"),
+    )
 
 
 def host_record() -> dict:
@@ -285,8 +354,18 @@ def write_json(doc: dict, out_dir: Path) -> Path:
 
 
 def check_options(options: BenchOptions) -> list[str]:
-    """Every option checked before Docker is needed; returns the workloads."""
+    """Every option checked before Docker is needed; returns the workloads (defaults filled: with_defaults)."""
     workloads = choose_workloads(options.workloads)
+    if options.model:
+        check_model_spec(options.model)
+        others = [f for f in choose("framework", options.framework, load_matrix().frameworks)
+                  if f not in MODEL_FRAMEWORKS]  # fmt: skip
+        if others:
+            raise BadInput(f"--model {options.model}: the lab model runs PyTorch models for now, not "
+                           f"{', '.join(others)}: give --framework torch")  # fmt: skip
+        if options.local:
+            raise BadInput("--model runs in the lab images, not in --local venvs (they hold the framework alone): "
+                           "leave out --local")  # fmt: skip
     variants = choose("variant", options.variant, (*VARIANTS, "auto"))
     if "auto" in variants and len(variants) > 1:
         raise BadInput(f"--variant {options.variant}: auto chooses the variants itself; give it alone")
@@ -299,11 +378,14 @@ def check_options(options: BenchOptions) -> list[str]:
 
 
 def measure(
-    client, matrix: Matrix, targets: list[Target], options: BenchOptions, doc: dict, out_dir: Path
-) -> KeyboardInterrupt | None:
-    """Run every target (`repeat` times), appending each run to `doc` and writing it as soon as it is there.
-    An interrupt (Ctrl-C, SIGTERM) keeps what was measured, marks the document and is returned."""
-    args_of = {t: bench_arguments(t, doc["workloads"], options.quick) for t in targets}
+    client, matrix: Matrix, targets: list[Target], options: BenchOptions, doc: dict, out_dir: Path,
+    project: Path | None = None,
+) -> KeyboardInterrupt | None:  # fmt: skip
+    """Run every target (`repeat` times), appending each run to `doc` and writing it as soon as it is there; the
+    project folder (--model) is mounted in the containers. An interrupt (Ctrl-C, SIGTERM) keeps what was measured,
+    marks the document and is returned."""
+    builtin = [w for w in doc["workloads"] if w != "model"]
+    args_of = {t: bench_arguments(t, builtin, options.quick, options.model) for t in targets}
     timeout = RUN_TIMEOUT[doc["mode"]]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -323,16 +405,17 @@ def measure(
                             progress.advance(task)
 
                     if target.where == "image":
-                        run = run_in_container(client, target, args_of[target], options.cpus, timeout, on_event)
+                        run = run_in_container(client, target, args_of[target], options.cpus, timeout, on_event,
+                                               project)  # fmt: skip
                     else:
                         run = run_local(target, matrix, args_of[target], timeout, on_event)
-                    run.update(where=target.where, image=target.image.ref, repeat_index=repeat)
+                    run.update(where=target.where, image=target.ref, repeat_index=repeat)
                     progress.update(task, description=f"{name}: done")
                     doc["runs"].append(run)
                     write_json(doc, out_dir)
     except RunInterrupted as stop:
         if stop.partial:
-            doc["runs"].append({**stop.partial, "where": target.where, "image": target.image.ref})
+            doc["runs"].append({**stop.partial, "where": target.where, "image": target.ref})
         doc["interrupted"] = True
         return stop.signal
     except KeyboardInterrupt as stop:  # between runs: everything finished so far is already in doc
@@ -344,12 +427,21 @@ def measure(
 def run_benchmark(options: BenchOptions) -> Analysis:
     """Everything `invoke benchmark` does: the runs, then benchmark.json, the report and the chart, all from one
     analysis of the document."""
+    options = with_defaults(options)
     workloads = check_options(options)
+    project = project_folder(options.project, options.project_setting) if options.model else None
     earlier = load_document(Path(options.compare), "--compare file") if options.compare else None
     matrix = load_matrix()
     client = connect()
     images = select_images(matrix, options, client)
     build_images(matrix, images)  # cached layers: seconds when the images exist; builds them when missing
+    layer = "framework"
+    if options.model:  # the lab's code needs the lab's packages: the lab layer, built like `invoke build` does
+        layer = LAB.name
+        for image in images:
+            build_layer(matrix, image, LAB, parent_built=True)
+        print(f"labstack: --model {options.model}: {project} mounted read-only at {PROJECT_MOUNT} in "
+              f"{', '.join(layer_ref(i, layer) for i in images)}", flush=True)  # fmt: skip
 
     now = dt.datetime.now(dt.UTC)
     out_dir = Path(options.out) if options.out else default_out_dir(now)
@@ -357,7 +449,7 @@ def run_benchmark(options: BenchOptions) -> Analysis:
         "schema": REPORT_SCHEMA,
         "created": now.isoformat(timespec="seconds"),
         "mode": "quick" if options.quick else "full",
-        "workloads": workloads,
+        "workloads": (["model"] if options.model else []) + workloads,
         "repeat": options.repeat,
         "cpus_limit": options.cpus,
         "host": host_record(),
@@ -365,7 +457,9 @@ def run_benchmark(options: BenchOptions) -> Analysis:
         "runs": [],
         "interrupted": False,
     }
-    stopped = measure(client, matrix, plan_targets(images, options.local), options, doc, out_dir)
+    if options.model:
+        doc["model"] = {"spec": options.model, "project": str(project)}
+    stopped = measure(client, matrix, plan_targets(images, options.local, layer), options, doc, out_dir, project)
     if options.compare:
         doc["compare"] = {"file": str(options.compare)}
     analysis = analyse(read_document(doc), load_references(), earlier, options.prices)
@@ -382,7 +476,19 @@ def run_benchmark(options: BenchOptions) -> Analysis:
             code=ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED,
         )
     print_outcome(analysis, outputs)
+    if options.model:
+        check_model_ran(doc)
     return analysis
+
+
+def check_model_ran(doc: dict) -> None:
+    """Every run ended without a result of the lab's model: its training step failed; say how (the report,
+    written already, lists every failed setting)."""
+    if any(r["workload"] == "model" for run in doc["runs"] for r in run.get("results") or ()):
+        return
+    failed = next((e["error"] for run in doc["runs"] for e in run.get("errors") or () if e["workload"] == "model"),
+                  "no result")  # fmt: skip
+    raise LabstackError(f"--model {doc['model']['spec']}: its training step failed in every setting: {failed}")
 
 
 def parse_cpus(value) -> float | None:

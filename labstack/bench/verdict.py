@@ -20,6 +20,17 @@ TORCH_ONLY = (
     "the GPU figure is PyTorch's: the GPU host where references are measured has no TensorFlow and no network to "
     "fetch it, so there is no TensorFlow GPU reference"
 )
+
+
+def model_no_reference(config: dict) -> str:
+    spec = config.get("spec", "package.module:function")
+    return (
+        "No GPU figure for your model: this host has no usable GPU and no reference of it is committed. On a GPU host "
+        f"(no Docker needed), from your project folder: `PYTHONPATH=. python3 LABSTACK/payload/bench.py --device cuda "
+        f"--framework torch --model {spec} > LABSTACK/references/<gpu>-model.json`, then run this again."
+    )
+
+
 BUSY_FRACTION = 0.25  # other processes' runnable tasks, as a fraction of the CPUs, that make a run contended
 # The answer's yardstick, on the CPU at its best: the wait for a coffee, and a working day.
 ENOUGH_S = 10 * 60
@@ -110,19 +121,14 @@ def cpu_rows(rows: list[Row]) -> list[Row]:
 
 
 def title(workload: str, config: dict) -> str:
-    if workload == "model":
-        return f"Your model {config.get('name') or config.get('spec') or ''}".strip()
-    return payload.load("workloads").WORKLOADS[workload]["title"]
+    return payload.load("workloads").title(workload, config)
 
 
 def yardstick(workload: str, config: dict, throughput: float | None) -> tuple[str, float] | None:
     """(what, seconds): how long the workload's yardstick takes at `throughput`; None where it has none (the
     GEMM; a model of the lab's that did not say how many samples an epoch of its data has)."""
-    if not throughput or throughput <= 0:
+    if not throughput:
         return None
-    if workload == "model":
-        samples = config.get("samples_per_epoch")
-        return (f"an epoch of your data, {samples:,} samples", samples / throughput) if samples else None
     return payload.load("workloads").wait_seconds(workload, config, throughput)
 
 
@@ -400,8 +406,10 @@ def analyse(
             text = f"{verdicts[answer.workload]}\n\n{text}"
         verdicts[answer.workload] = text
     for workload in verdicts:  # said once per workload, whichever frameworks lack a GPU figure
-        if any(a.reference is None for a in found if a.workload == workload):
-            verdicts[workload] += f"\n\n{NO_REFERENCE}"
+        lacking = [a for a in found if a.workload == workload and a.reference is None]
+        if lacking:
+            verdicts[workload] += "\n\n" + (model_no_reference(lacking[0].best.config) if workload == "model"
+                                             else NO_REFERENCE)  # fmt: skip
     return Analysis(
         document=document,
         rows=rows,

@@ -207,3 +207,15 @@ def test_the_chart_shows_time_to_train_for_the_cpu_by_default_at_its_best_and_th
     assert bars[2][1] == pytest.approx(bars[1][1] / 50) and bars[2][2].endswith("x50 the CPU's best")
     gemm_label, gemm = panels["Large matrix multiply (GEMM)"]
     assert gemm_label == "GFLOP/s" and all(b[3] != "gpu" for b in gemm)  # no GEMM reference given
+
+
+def test_the_labs_own_model_gets_its_own_answer_and_the_command_to_measure_it_on_a_gpu(tuned):
+    config = {"spec": "mylab.model:build", "batch": 16, "samples_per_epoch": 50_000}
+    run = {**tuned["runs"][0], "results": [{**r, "workload": "model", "config": config} for r in
+                                           tuned["runs"][0]["results"] if r["workload"] == "mnist_cnn"]}  # fmt: skip
+    found = analysis({**tuned, "runs": [run]})
+    (answer,) = found.answers
+    assert answer.cpu_wait[0] == "one epoch of your data, 50,000 samples"
+    text = found.verdicts["model"]
+    assert "--model mylab.model:build" in text and NO_REFERENCE not in text
+    assert "### your model mylab.model:build" in render_markdown(found)
