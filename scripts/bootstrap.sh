@@ -78,6 +78,7 @@ make_venv() {
   if ((full)); then extras='.[dev]'; fi
   # --no-compile: modules are compiled when first imported instead; a fresh install is a third shorter.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e "$extras"
+  echo "[bootstrap] .venv ready" >&2
 }
 
 # The venv is made while Docker is set up (one is mostly CPU, the other downloads and dpkg): on a fresh 2-core
