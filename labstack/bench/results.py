@@ -175,8 +175,11 @@ def read_document(data: object, what: str = "benchmark JSON") -> Document:
             interrupted=bool(data.get("interrupted")),
             compare_file=(data.get("compare") or {}).get("file"),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except KeyError as err:
         raise BadInput(f"{what} is not a labstack benchmark JSON: a run or result lacks {err}") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise BadInput(f"{what} is not a labstack benchmark JSON: a run or result holds a value of the wrong kind "
+                       f"({err})") from None  # fmt: skip
 
 
 def load_document(path: Path, what: str) -> Document:

@@ -6,9 +6,11 @@ with the project folder mounted read-only at /work and on PYTHONPATH."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,7 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from labstack import payload
 from labstack.bench.prices import Prices
 from labstack.bench.report import answer_cells, write_report
-from labstack.bench.results import REPORT_SCHEMA, load_document, load_references, read_document
+from labstack.bench.results import REPORT_SCHEMA, Document, load_document, load_references, read_document
+from labstack.bench.stats import summarise
 from labstack.bench.verdict import NO_REFERENCE, Analysis, analyse
 from labstack.build.images import build_images
 from labstack.build.layers import LAB, build_layer, layer_ref
@@ -345,11 +348,21 @@ def default_out_dir(now: dt.datetime) -> Path:
 
 
 def write_json(doc: dict, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """benchmark.json, atomically. If it cannot be written (the disk filled during the run), the results go to a
+    file in the temporary folder instead, and the error names it: what was measured is never lost."""
     path = out_dir / "benchmark.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    text = json.dumps(doc, indent=1) + "\n"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        with tempfile.NamedTemporaryFile("w", prefix="labstack-benchmark-", suffix=".json", delete=False) as rescue:
+            rescue.write(text)
+        raise LabstackError(f"cannot write {path} ({err.strerror or err}): the results are in {rescue.name}") from None
     return path
 
 
@@ -431,6 +444,11 @@ def run_benchmark(options: BenchOptions) -> Analysis:
     workloads = check_options(options)
     project = project_folder(options.project, options.project_setting) if options.model else None
     earlier = load_document(Path(options.compare), "--compare file") if options.compare else None
+    if earlier:
+        comparable(earlier, options.compare)
+    out_dir = Path(options.out) if options.out else None
+    if out_dir:
+        writable_folder(out_dir)
     matrix = load_matrix()
     client = connect()
     images = select_images(matrix, options, client)
@@ -444,7 +462,7 @@ def run_benchmark(options: BenchOptions) -> Analysis:
               f"{', '.join(layer_ref(i, layer) for i in images)}", flush=True)  # fmt: skip
 
     now = dt.datetime.now(dt.UTC)
-    out_dir = Path(options.out) if options.out else default_out_dir(now)
+    out_dir = out_dir or default_out_dir(now)
     doc: dict = {
         "schema": REPORT_SCHEMA,
         "created": now.isoformat(timespec="seconds"),
@@ -468,7 +486,12 @@ def run_benchmark(options: BenchOptions) -> Analysis:
     doc["container_ratios"] = analysis.ratios
     if analysis.changes is not None:
         doc["compare"]["changes"] = analysis.changes
-    outputs = [write_json(doc, out_dir), *write_report(analysis, out_dir)]
+    saved = write_json(doc, out_dir)
+    try:
+        outputs = [saved, *write_report(analysis, out_dir)]
+    except OSError as err:
+        reason = err.strerror or err
+        raise LabstackError(f"cannot write the report in {out_dir} ({reason}): the results are in {saved}") from None
     if stopped is not None:
         terminated = isinstance(stopped, Terminated)
         raise LabstackError(
@@ -495,9 +518,34 @@ def parse_cpus(value) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)
+        cpus = float(value)
     except (TypeError, ValueError):
-        raise BadInput(f"--cpus {value}: give a number of CPUs, e.g. 1 or 1.5") from None
+        cpus = math.nan
+    if not math.isfinite(cpus):
+        raise BadInput(f"--cpus {value}: give a number of CPUs, e.g. 1 or 1.5")
+    return cpus
+
+
+def comparable(earlier: Document, path: str) -> None:
+    """A --compare file is summarised before anything is measured: a body that cannot be is refused now, not
+    after the whole run."""
+    try:
+        summarise(earlier.runs)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BadInput(f"--compare file {path} is not a labstack benchmark JSON: a run or result holds a value of "
+                       f"the wrong kind ({err})") from None  # fmt: skip
+
+
+def writable_folder(folder: Path) -> None:
+    """--out is made (and written to) before anything is measured, so a bad one loses no result."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".labstack-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or err
+        raise BadInput(f"--out {folder}: cannot write there ({reason}): give a folder you can write") from None
 
 
 def print_outcome(analysis: Analysis, outputs: list[Path]) -> None:
