@@ -25,7 +25,10 @@ LAYER_HELP = (
 )
 LOCK_LAYER_HELP = "which layer's lockfiles: framework, lab or notebook (default: framework)"
 ONE_FRAMEWORK_HELP = "torch or tensorflow (default: the lab's labstack.framework setting, torch)"
-PROJECT_HELP = "compose project name (default: COMPOSE_PROJECT_NAME from .env, else the checkout's folder name)"
+PROJECT_HELP = (
+    "compose project name (default: COMPOSE_PROJECT_NAME from .env, else the checkout's folder name and a hash of "
+    "its path)"
+)
 ENV_FILE_HELP = "env file compose reads (default: .env in the repository root, written by `invoke env`)"
 
 

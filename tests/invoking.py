@@ -1,10 +1,13 @@
-"""`invoke` run as a user types it, from the checkout, and the one `labstack:` line every failure ends in."""
+"""`invoke` run as a user types it, from the checkout (or a copy of it), and the one `labstack:` line every failure
+ends in."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from labstack import ROOT
 
@@ -23,3 +26,17 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, code: int, *wor
     assert lines[0].startswith("labstack: ")
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def checkout_copy(target: Path) -> Path:
+    """The tracked files of this checkout as they are now (uncommitted edits included), without git or venvs."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
-from labstack.compose.env import ENV_FILE, ensure_env, project_dir
-from labstack.compose.project import Project, project_from_env, up_notebook
+from labstack.compose.env import ENV_FILE, ensure_env, project_dir, read_env
+from labstack.compose.project import Project, project_from_env, shared_name_note, up_notebook
 from labstack.compose.project import down as compose_down
 from labstack.engine import connect, image_or_none
 from labstack.gpu import gpu_preflight
@@ -19,8 +20,16 @@ def env(framework: str, new_token: bool = False, project_setting: str = "") -> N
     matrix = load_matrix()
     image = matrix.image(framework, "cpu")
     built = image_or_none(connect(), layer_ref(image, "lab"))
+    before = read_env(ENV_FILE).get("COMPOSE_PROJECT_NAME")
     values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None, project=project)
     print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
+    name = values["COMPOSE_PROJECT_NAME"]
+    if before and before != name:
+        print(
+            f"COMPOSE_PROJECT_NAME is now {name} (was {before}): `invoke down` no longer stops containers started "
+            f"under {before}; `docker ps --filter label=com.docker.compose.project={before}` lists them (another "
+            "checkout may own some)"
+        )
     if "PROJECT_DIR" in values:
         print(f"PROJECT_DIR={values['PROJECT_DIR']} (mounted at /work)")
     if not built:
@@ -42,10 +51,18 @@ def up(
     if variant == "cuda":
         gpu_preflight(connect(), image, matrix)
     env_path = Path(env_file) if env_file else ENV_FILE
+    warn_shared_name(env_path, project)
     compose_project = Project(project_from_env(env_path, project), env_path, gpu=variant == "cuda")
     print(up_notebook(matrix, framework, variant, compose_project, folder))
 
 
 def down(project: str | None = None, env_file: str | None = None) -> None:
     env_path = Path(env_file) if env_file else ENV_FILE
+    warn_shared_name(env_path, project)
     compose_down(Project(project_from_env(env_path, project), env_path))
+
+
+def warn_shared_name(env_path: Path, project: str | None) -> None:
+    note = shared_name_note(env_path, project)
+    if note:
+        print(note, file=sys.stderr)

@@ -3,6 +3,7 @@ matrix), where the mounted folders are, and the notebook's token."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -25,10 +26,22 @@ ENV_HEADER = (
 )
 
 
-def default_project(root: Path = ROOT) -> str:
-    """The name Compose gives a project in `root` (its folder name, lower case, [a-z0-9_-] only)."""
+PATH_HASH_DIGITS = 8
+
+
+def folder_project(root: Path = ROOT) -> str:
+    """The name Compose itself gives a project in `root`: its folder name, lower case, [a-z0-9_-] only. Two
+    checkouts in folders of the same name (both `labstack`, the usual case) share it: what an older `invoke env`
+    wrote to .env, and what a plain `docker compose` uses without a .env."""
     name = re.sub(r"[^a-z0-9_-]", "", root.name.lower()).lstrip("-_")
     return name or "labstack"
+
+
+def default_project(root: Path = ROOT) -> str:
+    """This checkout's own compose project: the folder's name, for `docker ps`, plus a short hash of the checkout's
+    absolute path, so that checkouts in folders of the same name never share containers, networks or `down`."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:PATH_HASH_DIGITS]
+    return f"{folder_project(root)}-{digest}"
 
 
 def parse_env(text: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from labstack import ROOT
 from labstack.build.layers import NOTEBOOK, build_layer, layer_ref
-from labstack.compose.env import ENV_FILE, NOTEBOOK_PORT, default_project, ensure_env, read_env
+from labstack.compose.env import ENV_FILE, NOTEBOOK_PORT, default_project, ensure_env, folder_project, read_env
 from labstack.errors import BadInput, LabstackError
 from labstack.matrix import Matrix
 
@@ -139,5 +139,19 @@ def down(project: Project) -> None:
         raise LabstackError(f"docker compose down failed (exit {result.returncode}): see its message above")
 
 
-def project_from_env(env_file: Path, name: str | None) -> str:
-    return name or read_env(env_file).get("COMPOSE_PROJECT_NAME") or default_project()
+def project_from_env(env_file: Path, name: str | None, root: Path = ROOT) -> str:
+    """--project, else .env's COMPOSE_PROJECT_NAME, else this checkout's own name."""
+    return name or read_env(env_file).get("COMPOSE_PROJECT_NAME") or default_project(root)
+
+
+def shared_name_note(env_file: Path, name: str | None, root: Path = ROOT) -> str | None:
+    """A note when the project's name comes from a .env that names it after the folder alone, as `invoke env` wrote
+    it before names had the checkout's hash: another checkout in a folder of that name shares the project."""
+    written = read_env(env_file).get("COMPOSE_PROJECT_NAME")
+    if name or written != folder_project(root):
+        return None
+    return (
+        f"note: .env names the compose project {written}, the folder's name alone: a checkout in another folder "
+        f"named {root.name} shares it, and `invoke down` stops its containers too. Run `invoke down`, then "
+        f"`invoke env`, to give this checkout its own name ({default_project(root)})"
+    )

@@ -5,7 +5,6 @@ the new package importable, and the notebook on top of the new lab image."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -16,25 +15,12 @@ import pytest
 from labstack import ROOT
 from labstack.build.layers import LAYERS, layer_ref, lockfile
 from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
+from tests.invoking import checkout_copy
 
 MATRIX = load_matrix()
 # Small, pure Python, no dependencies: what it adds is the point, not its size.
 PACKAGE = "tabulate"
 TIMEOUT = 900
-
-
-def checkout_copy(target: Path) -> Path:
-    """The tracked files of this checkout as they are now (uncommitted edits included), without git or venvs."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
 
 
 def invoke(copy: Path, namespace: str, *args: str) -> subprocess.CompletedProcess:

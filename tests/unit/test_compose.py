@@ -15,12 +15,22 @@ from labstack.compose.env import (
     container_user,
     default_project,
     env_values,
+    folder_project,
     parse_env,
     project_dir,
     read_env,
     write_env,
 )
-from labstack.compose.project import COMPOSE_FILE, GPU_FILE, Project, notebook_url, project_folder, shell_line
+from labstack.compose.project import (
+    COMPOSE_FILE,
+    GPU_FILE,
+    Project,
+    notebook_url,
+    project_folder,
+    project_from_env,
+    shared_name_note,
+    shell_line,
+)
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
 
@@ -95,7 +105,7 @@ def test_env_values_come_from_the_matrix(default_repository, tmp_path):
     assert values["NOTEBOOK_IMAGE"] == image.ref + "-notebook"
     assert (values["UID"], values["GID"], values["JUPYTER_TOKEN"]) == ("1234", "99", "t" * 48)
     assert values["RUNS_DIR"] == str(tmp_path / "My Lab" / "runs")
-    assert values["COMPOSE_PROJECT_NAME"] == "mylab"
+    assert values["COMPOSE_PROJECT_NAME"] == default_project(tmp_path / "My Lab")
 
 
 def test_env_values_name_the_project_folder_only_when_the_lab_set_one(tmp_path):
@@ -190,9 +200,50 @@ def test_notebook_url():
     assert notebook_url({"JUPYTER_TOKEN": "abc"}) == "http://127.0.0.1:8888/lab?token=abc"
 
 
-def test_default_project_matches_compose_naming(tmp_path):
-    assert default_project(tmp_path / "wt-compose") == "wt-compose"
-    assert default_project(tmp_path / "My.Lab_1") == "mylab_1"
+COMPOSE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")  # what Compose accepts as a project name
+
+
+def test_folder_project_is_the_name_compose_itself_gives(tmp_path):
+    assert folder_project(tmp_path / "wt-compose") == "wt-compose"
+    assert folder_project(tmp_path / "My.Lab_1") == "mylab_1"
+    assert folder_project(tmp_path / "...") == "labstack"
+
+
+def test_checkouts_in_folders_of_the_same_name_get_their_own_projects(tmp_path):
+    a, b = tmp_path / "a" / "labstack", tmp_path / "b" / "labstack"
+    assert default_project(a) != default_project(b)
+    for root in (a, b, tmp_path / "My.Lab_1", tmp_path / "-_x", tmp_path / "..."):
+        name = default_project(root)
+        assert COMPOSE_NAME.fullmatch(name), name
+        assert name.startswith(folder_project(root) + "-"), "the folder's name stays readable in `docker ps`"
+
+
+def test_the_project_name_is_stable_and_names_the_resolved_path(tmp_path):
+    # A fixed value: the name must not change between runs or Python versions (no salted hash()).
+    assert default_project(Path("/srv/a/labstack")) == "labstack-5dcb3d91"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert default_project(tmp_path / "link" / ".." / "real") == default_project(tmp_path / "real")
+
+
+def test_project_name_from_the_flag_else_env_else_the_checkout(tmp_path):
+    env = tmp_path / ".env"
+    assert project_from_env(env, None, tmp_path) == default_project(tmp_path)
+    env.write_text("COMPOSE_PROJECT_NAME=mine\n")
+    assert project_from_env(env, None, tmp_path) == "mine"
+    assert project_from_env(env, "flag", tmp_path) == "flag"
+
+
+def test_a_env_naming_the_project_after_the_folder_alone_gets_a_note(tmp_path):
+    root = tmp_path / "labstack"
+    env = tmp_path / ".env"
+    assert shared_name_note(env, None, root) is None, "no .env: the checkout's own name"
+    env.write_text("COMPOSE_PROJECT_NAME=labstack\n")  # as `invoke env` wrote it before
+    note = shared_name_note(env, None, root)
+    assert note and "another folder named labstack" in note and default_project(root) in note
+    assert shared_name_note(env, "labstack", root) is None, "--project is deliberate"
+    env.write_text(f"COMPOSE_PROJECT_NAME={default_project(root)}\n")
+    assert shared_name_note(env, None, root) is None
 
 
 def test_data_helper_takes_one_action(tmp_path):
