@@ -4,45 +4,19 @@ the new package importable, and the notebook on top of the new lab image."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from labstack import ROOT
 from labstack.build.layers import LAYERS, layer_ref, lockfile
-from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
+from labstack.matrix import load_matrix
+from tests.invoking import checkout_copy, invoke_in_copy
 
 MATRIX = load_matrix()
 # Small, pure Python, no dependencies: what it adds is the point, not its size.
 PACKAGE = "tabulate"
-TIMEOUT = 900
-
-
-def checkout_copy(target: Path) -> Path:
-    """The tracked files of this checkout as they are now (uncommitted edits included), without git or venvs."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
-
-def invoke(copy: Path, namespace: str, *args: str) -> subprocess.CompletedProcess:
-    """`invoke ARGS` in the copy: its tasks.py and its labstack/ (first on sys.path), its own image namespace."""
-    env = {**os.environ, REPOSITORY_VARIABLE: namespace, "PYTHONPATH": str(copy)}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
 
 
 def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp_path, client, built):
@@ -54,11 +28,11 @@ def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp
     refs = {layer: layer_ref(image, layer).replace(image.repository.split("/")[0], namespace, 1)
             for layer in ("framework", "lab", "notebook")}  # fmt: skip
     try:
-        first = invoke(copy, namespace, "build", "--framework", "torch", "--layer", "framework")
+        first = invoke_in_copy(copy, namespace, "build", "--framework", "torch", "--layer", "framework")
         assert first.returncode == 0, first.stderr[-3000:]
         framework_id = client.images.get(refs["framework"]).id
 
-        added = invoke(copy, namespace, "lab-add", PACKAGE)
+        added = invoke_in_copy(copy, namespace, "lab-add", PACKAGE)
         assert added.returncode == 0, added.stderr[-3000:]
         matrix_text = (copy / "images" / "matrix.toml").read_text()
         assert f'packages = ["{PACKAGE}==' in matrix_text, "the package is not in [lab] packages, pinned"
@@ -70,7 +44,7 @@ def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp
                 if layer.name == "lab":
                     assert f"\n{PACKAGE}==" in (copy / path).read_text(), f"{path} lacks {PACKAGE}"
 
-        rebuilt = invoke(copy, namespace, "build", "--framework", "torch", "--layer", "notebook")
+        rebuilt = invoke_in_copy(copy, namespace, "build", "--framework", "torch", "--layer", "notebook")
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
         assert client.images.get(refs["framework"]).id == framework_id, "the framework image was rebuilt"
         notebook = client.images.get(refs["notebook"])
