@@ -92,8 +92,9 @@ def build_images(
     """Build `images` after checking everything that can be checked before the first layer."""
     if from_image:
         check_pinned(from_image, matrix.suite)
-    client = connect()
+    # The locks first, Docker second: a stale lock or a framework not at the matrix's version needs no daemon.
     pins = {image.name: read_lock(image, matrix) for image in images}
+    client = connect()
     check_disk(client, needed_bytes(client, images), cache_dir())
     wheels = {image.name: ensure_wheels(pins[image.name], matrix) for image in images}
     base_ref = ensure_base(client, matrix, refresh=refresh_base, from_image=from_image)
