@@ -56,6 +56,8 @@ def image_build_args(matrix: Matrix, image: Image, base_ref: str) -> dict[str, s
         "VARIANT": image.variant,
         "LABSTACK_CUDA": image.cuda or "",
         "LABSTACK_CUDA_PATTERNS": ",".join(matrix.cuda_package_patterns),
+        # The tag's version: payload/manifest.py fails the build if the installed framework is another release.
+        "LABSTACK_FRAMEWORK_VERSION": image.version,
     }
 
 

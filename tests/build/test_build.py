@@ -131,6 +131,30 @@ def test_build_fails_when_the_wheels_do_not_match_the_variant(wheels_of, claimed
     assert message in captured.out + captured.err
 
 
+def test_build_fails_when_the_framework_is_not_the_version_of_the_tag(built, client, capfd):
+    """The image's own last word: whatever the host checked, the framework installed is the release it is tagged
+    with (here the torch cpu wheels under a tag that says another version)."""
+    source = MATRIX.image("torch", "cpu")
+    if source.name not in built:
+        pytest.skip(f"needs the {source.name} wheels: run with --variant cpu or all")
+    context = stage_context(source, ensure_wheels(read_lock(source, MATRIX), MATRIX))
+    base_ref = client.images.get(source.ref).labels["org.opencontainers.image.base.name"]
+    tag = f"{source.repository}:mislabelled-2.99.0"
+    try:
+        with pytest.raises(LabstackError, match=r"docker build of .* failed"):
+            docker_build(
+                dockerfile=source.dockerfile,
+                context=context,
+                tag=tag,
+                build_args=image_build_args(MATRIX, source, base_ref) | {"LABSTACK_FRAMEWORK_VERSION": "2.99.0"},
+                labels={},
+            )
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, check=False)
+    captured = capfd.readouterr()
+    assert f"image tagged 2.99.0 holds torch {source.version}+cpu" in captured.out + captured.err
+
+
 def images_of(client, namespace: str) -> dict[str, str]:
     return {tag: i.id for i in client.images.list(filters={"reference": f"{namespace}/*"}) for tag in i.tags}
 
