@@ -6,7 +6,8 @@ The manifest is plain text and JSON under /opt/labstack/manifest, readable witho
   dpkg.txt        every Debian package, name=version
   versions.json   Python, framework and CUDA/cuDNN versions as compiled and as loaded (from probe.py, so the
                   manifest and the probes can never disagree about what the image holds)
-The build fails if a cuda image holds a CPU build of the framework, or a cpu image holds CUDA libraries.
+The build fails if a cuda image holds a CPU build of the framework, or a cpu image holds CUDA libraries, or if
+the framework installed is another release than the version the image is tagged and labelled with.
 """
 
 from __future__ import annotations
@@ -43,6 +44,28 @@ def framework_versions(framework: str) -> dict:
     return {key: found[key] for key in BUILD_FACTS if key in found}
 
 
+def framework_distributions(framework: str) -> dict[str, str]:
+    """{distribution: version} of what provides the framework's import (torch; tensorflow-cpu or tensorflow), as its
+    package metadata says: what pip installed, whatever the module claims."""
+    providers = {n.lower().replace("_", "-") for n in importlib.metadata.packages_distributions().get(framework, [])}
+    own = sorted(n for n in providers if n == framework or n.startswith(f"{framework}-"))
+    return {name: importlib.metadata.version(name) for name in own}
+
+
+def version_problems(framework: str, tagged: str, installed: dict[str, str]) -> list[str]:
+    """The installed framework is the release the tag names; a local label (+cpu) is the variant's business."""
+    if not tagged:
+        return ["no framework version to check: build with `invoke build` (it passes LABSTACK_FRAMEWORK_VERSION)"]
+    if not installed:
+        return [f"no installed distribution provides {framework}"]
+    return [
+        f"image tagged {tagged} holds {name} {version}: images/matrix.toml [frameworks.{framework}] version and the "
+        f"lockfile disagree: make them one release and run `invoke lock --framework {framework}`"
+        for name, version in installed.items()
+        if version.split("+", 1)[0] != tagged
+    ]
+
+
 def cuda_runtime_from_wheels(dists: dict[str, str]) -> str | None:
     """major.minor of the CUDA runtime wheel (nvidia-cuda-runtime or nvidia-cuda-runtime-cuNN)."""
     for name, version in dists.items():
@@ -57,6 +80,7 @@ def main() -> int:
     parser.add_argument("--variant", required=True, choices=["cpu", "cuda"])
     parser.add_argument("--cuda", default="", help="CUDA major.minor the matrix expects (cuda variant)")
     parser.add_argument("--cuda-patterns", required=True, help="comma list from images/matrix.toml [cuda]")
+    parser.add_argument("--version", required=True, help="the framework version the image is tagged with")
     parser.add_argument("--out", type=Path, default=Path(probe.MANIFEST_DIR))
     args = parser.parse_args()
 
@@ -65,7 +89,7 @@ def main() -> int:
     cuda_dists = sorted(n for n in dists if any(fnmatch.fnmatchcase(n, p) for p in args.cuda_patterns.split(",")))
     runtime = cuda_runtime_from_wheels(dists)
 
-    problems = []
+    problems = version_problems(args.framework, args.version, framework_distributions(args.framework))
     if args.variant == "cpu":
         if framework["built_with_cuda"]:
             problems.append(f"cpu image got a CUDA build of {args.framework} {framework['version']}")

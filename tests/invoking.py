@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 from labstack import ROOT
+from labstack.matrix import REPOSITORY_VARIABLE
+
+# A build in a copy may build a framework image and its layers from cache, or from nothing.
+COPY_TIMEOUT = 900
 
 
 def run_invoke(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -40,3 +44,11 @@ def checkout_copy(target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     return target
+
+
+def invoke_in_copy(copy: Path, namespace: str, *args: str) -> subprocess.CompletedProcess:
+    """`invoke ARGS` in the copy: its tasks.py and its labstack/ (first on sys.path), its own image namespace."""
+    env = {**os.environ, REPOSITORY_VARIABLE: namespace, "PYTHONPATH": str(copy)}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=copy, env=env, capture_output=True, text=True, timeout=COPY_TIMEOUT
+    )

@@ -56,6 +56,8 @@ def image_build_args(matrix: Matrix, image: Image, base_ref: str) -> dict[str, s
         "VARIANT": image.variant,
         "LABSTACK_CUDA": image.cuda or "",
         "LABSTACK_CUDA_PATTERNS": ",".join(matrix.cuda_package_patterns),
+        # The tag's version: payload/manifest.py fails the build if the installed framework is another release.
+        "LABSTACK_FRAMEWORK_VERSION": image.version,
     }
 
 
@@ -92,8 +94,9 @@ def build_images(
     """Build `images` after checking everything that can be checked before the first layer."""
     if from_image:
         check_pinned(from_image, matrix.suite)
-    client = connect()
+    # The locks first, Docker second: a stale lock or a framework not at the matrix's version needs no daemon.
     pins = {image.name: read_lock(image, matrix) for image in images}
+    client = connect()
     check_disk(client, needed_bytes(client, images), cache_dir())
     wheels = {image.name: ensure_wheels(pins[image.name], matrix) for image in images}
     base_ref = ensure_base(client, matrix, refresh=refresh_base, from_image=from_image)

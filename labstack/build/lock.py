@@ -76,14 +76,49 @@ def parse_lock(text: str) -> tuple[str | None, list[Pin]]:
 
 
 def read_lock(image: Image, matrix: Matrix) -> list[Pin]:
-    """The pins of an image's lockfile; a missing or stale lockfile is an error that says to run `invoke lock`."""
+    """The pins of an image's lockfile; a missing or stale lockfile, or one whose framework is not at the matrix's
+    `version` (the image's tag and labels), is an error that says what to change."""
     _, pins = verified_lock(
         image.lockfile,
         lock_inputs(matrix, image.framework),
         "lockfile",
         f"run `invoke lock --framework {image.framework}`",
     )
+    check_framework_version(image, pins)
     return pins
+
+
+def release(version: str) -> str:
+    """A version without its local label: torch 2.13.0+cpu is release 2.13.0. Compared as text, as the image's own
+    check (payload/manifest.py) and `invoke validate` compare it: the tag is this text."""
+    return version.split("+", 1)[0]
+
+
+def check_framework_version(image: Image, pins: list[Pin]) -> None:
+    """The lockfile's framework pin is the release the matrix's `version` names. The lock's inputs are the
+    requirements, not `version`: without this, a `version` changed alone tags and labels an image with a
+    framework it does not hold (issue 14)."""
+    key = f"images/matrix.toml [frameworks.{image.framework}]"
+    lockfile = image.lockfile.relative_to(image.lockfile.parents[2])
+    names = [
+        n for n in framework_distributions([image]) if n == image.import_name or n.startswith(f"{image.import_name}-")
+    ]
+    pinned = [p for p in pins if p.name in names]
+    if not pinned:
+        raise LabstackError(
+            f"{lockfile} pins no {' or '.join(sorted(names)) or image.import_name}, the framework of {key}: "
+            f"name it in [frameworks.{image.framework}.variants.{image.variant}] requirements and run "
+            f"`invoke lock --framework {image.framework}`"
+        )
+    for pin in pinned:
+        held = release(pin.version)
+        if held != image.version:
+            raise LabstackError(
+                f"{key} version is {image.version}, but {lockfile} pins {pin.name} {pin.version}: an image tagged "
+                f"{image.version} would hold {pin.name} {held}; put the version back to {held}, or change the "
+                f"{image.framework} requirements to {image.version} too and run `invoke lock --framework "
+                f"{image.framework}`"
+            )
 
 
 def verified_lock(path: Path, inputs: str, kind: str, fix: str) -> tuple[str, list[Pin]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tarfile
@@ -15,8 +16,9 @@ from labstack.build.pipconf import host_pip_sources
 from labstack.build.wheelhouse import ensure_wheels
 from labstack.engine import check_disk, docker_build
 from labstack.errors import LabstackError
-from labstack.matrix import load_matrix
+from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
 from labstack.paths import cache_dir
+from tests.invoking import assert_one_line_failure, checkout_copy, invoke_in_copy
 
 MATRIX = load_matrix()
 
@@ -127,6 +129,60 @@ def test_build_fails_when_the_wheels_do_not_match_the_variant(wheels_of, claimed
         )
     captured = capfd.readouterr()
     assert message in captured.out + captured.err
+
+
+def test_build_fails_when_the_framework_is_not_the_version_of_the_tag(built, client, capfd):
+    """The image's own last word: whatever the host checked, the framework installed is the release it is tagged
+    with (here the torch cpu wheels under a tag that says another version)."""
+    source = MATRIX.image("torch", "cpu")
+    if source.name not in built:
+        pytest.skip(f"needs the {source.name} wheels: run with --variant cpu or all")
+    context = stage_context(source, ensure_wheels(read_lock(source, MATRIX), MATRIX))
+    base_ref = client.images.get(source.ref).labels["org.opencontainers.image.base.name"]
+    tag = f"{source.repository}:mislabelled-2.99.0"
+    try:
+        with pytest.raises(LabstackError, match=r"docker build of .* failed"):
+            docker_build(
+                dockerfile=source.dockerfile,
+                context=context,
+                tag=tag,
+                build_args=image_build_args(MATRIX, source, base_ref) | {"LABSTACK_FRAMEWORK_VERSION": "2.99.0"},
+                labels={},
+            )
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, check=False)
+    captured = capfd.readouterr()
+    assert f"image tagged 2.99.0 holds torch {source.version}+cpu" in captured.out + captured.err
+
+
+def images_of(client, namespace: str) -> dict[str, str]:
+    return {tag: i.id for i in client.images.list(filters={"reference": f"{namespace}/*"}) for tag in i.tags}
+
+
+def test_a_framework_version_changed_alone_is_refused_before_anything_is_built(tmp_path, client):
+    """Issue 14: `version` changed in the matrix without the requirements left the lock current and built an image
+    tagged with the new version holding the old framework. In a copy of this checkout, the build refuses it."""
+    image = MATRIX.image("torch", "cpu")
+    pinned = {p.name: p.version for p in read_lock(image, MATRIX)}["torch"]
+    copy = checkout_copy(tmp_path / "checkout")
+    matrix = copy / "images" / "matrix.toml"
+    old = f'version = "{image.version}"'
+    assert matrix.read_text().count(old) == 1
+    matrix.write_text(matrix.read_text().replace(old, 'version = "2.99.0"'))
+    namespace = os.environ.get(REPOSITORY_VARIABLE) or "labstack-test"
+    before = images_of(client, namespace)
+    try:
+        result = invoke_in_copy(
+            copy, namespace, "build", "--framework", "torch", "--variant", "cpu", "--layer", "framework"
+        )
+        assert_one_line_failure(
+            result, 1, "images/matrix.toml [frameworks.torch] version is 2.99.0", f"pins torch {pinned}",
+            "invoke lock --framework torch",
+        )  # fmt: skip
+        assert images_of(client, namespace) == before, "the build tagged or replaced an image"
+        assert "docker build" not in result.stdout + result.stderr
+    finally:  # before the fix this built the mislabelled image: never leave it behind
+        subprocess.run(["docker", "rmi", "--force", f"{namespace}/torch:2.99.0-cpu"], capture_output=True, check=False)
 
 
 def test_not_enough_disk_is_refused_before_building(client):

@@ -4,31 +4,19 @@ the new package importable, and the notebook on top of the new lab image."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from labstack import ROOT
 from labstack.build.layers import LAYERS, layer_ref, lockfile
-from labstack.matrix import REPOSITORY_VARIABLE, load_matrix
-from tests.invoking import checkout_copy
+from labstack.matrix import load_matrix
+from tests.invoking import checkout_copy, invoke_in_copy
 
 MATRIX = load_matrix()
 # Small, pure Python, no dependencies: what it adds is the point, not its size.
 PACKAGE = "tabulate"
-TIMEOUT = 900
-
-
-def invoke(copy: Path, namespace: str, *args: str) -> subprocess.CompletedProcess:
-    """`invoke ARGS` in the copy: its tasks.py and its labstack/ (first on sys.path), its own image namespace."""
-    env = {**os.environ, REPOSITORY_VARIABLE: namespace, "PYTHONPATH": str(copy)}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
 
 
 def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp_path, client, built):
@@ -40,11 +28,11 @@ def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp
     refs = {layer: layer_ref(image, layer).replace(image.repository.split("/")[0], namespace, 1)
             for layer in ("framework", "lab", "notebook")}  # fmt: skip
     try:
-        first = invoke(copy, namespace, "build", "--framework", "torch", "--layer", "framework")
+        first = invoke_in_copy(copy, namespace, "build", "--framework", "torch", "--layer", "framework")
         assert first.returncode == 0, first.stderr[-3000:]
         framework_id = client.images.get(refs["framework"]).id
 
-        added = invoke(copy, namespace, "lab-add", PACKAGE)
+        added = invoke_in_copy(copy, namespace, "lab-add", PACKAGE)
         assert added.returncode == 0, added.stderr[-3000:]
         matrix_text = (copy / "images" / "matrix.toml").read_text()
         assert f'packages = ["{PACKAGE}==' in matrix_text, "the package is not in [lab] packages, pinned"
@@ -56,7 +44,7 @@ def test_lab_add_relocks_every_layer_and_the_rebuild_touches_only_the_layers(tmp
                 if layer.name == "lab":
                     assert f"\n{PACKAGE}==" in (copy / path).read_text(), f"{path} lacks {PACKAGE}"
 
-        rebuilt = invoke(copy, namespace, "build", "--framework", "torch", "--layer", "notebook")
+        rebuilt = invoke_in_copy(copy, namespace, "build", "--framework", "torch", "--layer", "notebook")
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
         assert client.images.get(refs["framework"]).id == framework_id, "the framework image was rebuilt"
         notebook = client.images.get(refs["notebook"])

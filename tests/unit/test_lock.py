@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 from packaging.utils import canonicalize_name
 
-from labstack.build.lock import framework_distributions, parse_lock, read_lock
+from labstack.build.lock import check_framework_version, framework_distributions, parse_lock, read_lock
 from labstack.errors import LabstackError
 from labstack.matrix import MATRIX_PATH, load_matrix, parse_matrix
 
@@ -66,3 +66,48 @@ def test_parse_lock_joins_continuations_and_skips_comments():
 def test_an_unpinned_entry_is_rejected():
     with pytest.raises(LabstackError, match="not pinned"):
         parse_lock("foo>=1.0 --hash=sha256:aa\n")
+
+
+def torch_cpu_pins():
+    image = MATRIX.image("torch", "cpu")
+    return image, read_lock(image, MATRIX)
+
+
+def test_the_framework_pin_may_carry_the_variants_local_label():
+    image, pins = torch_cpu_pins()
+    assert {p.name: p.version for p in pins}["torch"] == f"{image.version}+cpu"
+    check_framework_version(image, pins)
+
+
+def test_a_framework_pinned_at_another_release_than_the_matrix_version_is_refused():
+    image, pins = torch_cpu_pins()
+    pinned = {p.name: p.version for p in pins}["torch"]
+    relabelled = dataclasses.replace(image, version="2.99.0")
+    with pytest.raises(LabstackError) as err:
+        check_framework_version(relabelled, pins)
+    message = str(err.value)
+    assert err.value.code == 1 and "\n" not in message
+    for words in (
+        "images/matrix.toml [frameworks.torch] version is 2.99.0",
+        f"images/torch/requirements-cpu.lock pins torch {pinned}",
+        f"put the version back to {image.version}",
+        "invoke lock --framework torch",
+    ):
+        assert words in message, message
+
+
+def test_a_lockfile_without_the_framework_is_refused():
+    image, pins = torch_cpu_pins()
+    with pytest.raises(LabstackError, match=r"requirements-cpu.lock pins no torch.*invoke lock --framework torch"):
+        check_framework_version(image, [p for p in pins if p.name != "torch"])
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=lambda i: i.name)
+def test_a_matrix_version_changed_without_its_requirements_is_refused_with_the_lock(image):
+    """The lock's inputs are the requirements: a version changed alone leaves the lock current, not right."""
+    old = f'version = "{image.version}"'
+    text = MATRIX_PATH.read_text()
+    assert text.count(old) == 1
+    changed = parse_matrix(text.replace(old, 'version = "9.9.9"'))
+    with pytest.raises(LabstackError, match=rf"\[frameworks\.{image.framework}\] version is 9\.9\.9, but .* pins "):
+        read_lock(changed.image(image.framework, image.variant), changed)

@@ -74,3 +74,22 @@ def test_a_standalone_program_runs_where_none_of_the_payload_was_copied(tmp_path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["usable_cpus"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("tagged", "installed", "problem"),
+    [
+        ("2.13.0", {"torch": "2.13.0+cpu"}, None),
+        ("2.13.0", {"tensorflow-cpu": "2.13.0"}, None),
+        ("2.99.0", {"torch": "2.13.0+cpu"}, "image tagged 2.99.0 holds torch 2.13.0+cpu"),
+        ("2.13.0", {}, "no installed distribution provides torch"),
+        ("", {"torch": "2.13.0+cpu"}, "no framework version to check"),
+    ],
+    ids=["local-label", "other-distribution-name", "other-release", "not-installed", "no-version-given"],
+)
+def test_the_image_build_checks_the_installed_framework_against_its_tag(tagged, installed, problem):
+    problems = payload.load("manifest").version_problems("torch", tagged, installed)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
