@@ -150,47 +150,124 @@ def choose(
     return tuple(dict.fromkeys(chosen))
 
 
+MATRIX_NAME = "images/matrix.toml"
+
+
+class Section:
+    """One table of the matrix with its path ([frameworks.torch]), so that a missing key or a value of the wrong
+    type or shape is one BadInput naming the key, checked when the matrix is loaded, not a traceback later."""
+
+    def __init__(self, data: object, path: str) -> None:
+        self.path = path
+        if not isinstance(data, dict):
+            raise BadInput(f"{MATRIX_NAME}: [{path}] is {shown(data)}: make it a table ([{path}] and its keys)")
+        self.data = data
+
+    def where(self, key: str) -> str:
+        return f"{MATRIX_NAME}: [{self.path}] {key}" if self.path else f"{MATRIX_NAME}: {key}"
+
+    def raw(self, key: str, required: bool) -> object:
+        if key not in self.data and required:
+            where = f"[{self.path}]" if self.path else "the file"
+            raise BadInput(f"{MATRIX_NAME}: {where} has no {key}: add it")
+        return self.data.get(key)
+
+    def table(self, key: str) -> Section:
+        return Section(self.raw(key, True), f"{self.path}.{key}" if self.path else key)
+
+    def text(self, key: str, required: bool = True) -> str | None:
+        value = self.raw(key, required)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise BadInput(f'{self.where(key)} is {shown(value)}: give a quoted text, e.g. {key} = "..."')
+        return value
+
+    def number(self, key: str) -> int:
+        value = self.raw(key, True)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"{self.where(key)} is {shown(value)}: give a whole number")
+        return value
+
+    def size(self, key: str) -> float:
+        value = self.raw(key, True)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise BadInput(f"{self.where(key)} is {shown(value)}: give a number of GB, e.g. {key} = 3")
+        return float(value)
+
+    def texts(self, key: str, required: bool = True) -> tuple[str, ...]:
+        value = self.raw(key, required)
+        if value is None and not required:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadInput(f'{self.where(key)} is {shown(value)}: give a list of quoted texts, e.g. ["a", "b"]')
+        return tuple(value)
+
+
+def shown(value: object) -> str:
+    """A matrix value as the user wrote it (TOML-ish), short."""
+    if isinstance(value, str):
+        text = f'"{value}"'
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, dict):
+        text = "a table"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_matrix(text: str) -> Matrix:
-    data = tomllib.loads(text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise BadInput(f"{MATRIX_NAME} is not valid TOML: {err}") from None
+    top = Section(data, "")
     images = []
-    for framework, spec in data["frameworks"].items():
+    frameworks = top.table("frameworks")
+    for framework in frameworks.data:
+        spec = frameworks.table(framework)
+        variants = spec.table("variants")
         for variant in VARIANTS:
-            cell = spec["variants"][variant]
+            cell = variants.table(variant)
             images.append(
                 Image(
                     framework=framework,
                     variant=variant,
-                    version=spec["version"],
-                    import_name=spec["import_name"],
-                    requirements=tuple(cell["requirements"]),
-                    disk_gb=float(cell["disk_gb"]),
-                    cuda=cell.get("cuda"),
-                    cudnn=cell.get("cudnn"),
-                    min_driver=cell.get("min_driver"),
-                    lab_requirements=tuple(cell.get("lab", ())),
-                    lab_index=cell.get("lab_index"),
+                    version=spec.text("version") or "",
+                    import_name=spec.text("import_name") or "",
+                    requirements=cell.texts("requirements"),
+                    disk_gb=cell.size("disk_gb"),
+                    cuda=cell.text("cuda", required=False),
+                    cudnn=cell.text("cudnn", required=False),
+                    min_driver=cell.text("min_driver", required=False),
+                    lab_requirements=cell.texts("lab", required=False),
+                    lab_index=cell.text("lab_index", required=False),
                 )
             )
-    base = data["base"]
+    python = top.table("python")
+    base = top.table("base")
+    lab = top.table("lab")
     return Matrix(
-        python_version=data["python"]["version"],
-        python_platform=data["python"]["platform"],
-        suite=base["suite"],
-        packages=tuple(base["packages"]),
-        uid=int(base["uid"]),
-        gid=int(base["gid"]),
-        user=base["user"],
-        cuda_package_patterns=tuple(data["cuda"]["package_patterns"]),
+        python_version=python.text("version") or "",
+        python_platform=python.text("platform") or "",
+        suite=base.text("suite") or "",
+        packages=base.texts("packages"),
+        uid=base.number("uid"),
+        gid=base.number("gid"),
+        user=base.text("user") or "",
+        cuda_package_patterns=top.table("cuda").texts("package_patterns"),
         images=tuple(images),
-        lab_requirements=tuple(data["lab"]["requirements"]),
-        lab_packages=tuple(data["lab"].get("packages", ())),
-        notebook_requirements=tuple(data["notebook"]["requirements"]),
+        lab_requirements=lab.texts("requirements"),
+        lab_packages=lab.texts("packages", required=False),
+        notebook_requirements=top.table("notebook").texts("requirements"),
     )
 
 
 @cache
 def load_matrix(path: Path = MATRIX_PATH) -> Matrix:
     try:
-        return parse_matrix(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, KeyError) as err:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
         raise LabstackError(f"cannot read the version matrix {path}: {err}") from err
+    return parse_matrix(text)
