@@ -11,11 +11,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from labstack.build.pipconf import PipSources
-from labstack.errors import LabstackError
+from labstack.errors import BadInput, LabstackError
 from labstack.matrix import Image, Matrix
 
 INPUTS_MARKER = "# labstack-inputs: "
@@ -45,34 +45,68 @@ def lock_inputs(matrix: Matrix, framework: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def parse_lock(text: str) -> tuple[str | None, list[Pin]]:
-    """Return the recorded inputs digest and the pins of a lockfile."""
+def parse_lock(text: str, source: str = "lockfile", fix: str = "run `invoke lock`") -> tuple[str | None, list[Pin]]:
+    """Return the recorded inputs digest and the pins of a lockfile; a line that is not a pinned requirement is one
+    BadInput naming `source` and the line number, with `fix`."""
     inputs = None
-    logical: list[str] = []
+    logical: list[tuple[int, str]] = []
     pending = ""
-    for raw in text.splitlines():
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
         if raw.startswith(INPUTS_MARKER):
             inputs = raw[len(INPUTS_MARKER) :].strip()
         line = raw.split("#", 1)[0].strip() if raw.lstrip().startswith("#") else raw.strip()
         if not line:
             continue
+        start = start or number
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        logical.append(pending + line)
-        pending = ""
+        logical.append((start, pending + line))
+        pending, start = "", 0
     if pending.strip():
-        logical.append(pending)
+        logical.append((start, pending))
     pins = []
-    for entry in logical:
+    for number, entry in logical:
         parts = entry.split()
         hashes = frozenset(p.split("sha256:", 1)[1] for p in parts if p.startswith("--hash=sha256:"))
-        requirement = Requirement(parts[0])
+        where = f"{source} line {number}"
+        try:
+            requirement = Requirement(parts[0])
+        except InvalidRequirement:
+            raise BadInput(f"{where} is not a requirement ({shown_line(entry)}): {restore(source)}{fix}") from None
         specs = list(requirement.specifier)
         if len(specs) != 1 or specs[0].operator not in ("==", "==="):
-            raise LabstackError(f"lockfile entry is not pinned to one version: {parts[0]}")
+            raise BadInput(f"{where}: {parts[0]} is not pinned to one version: {restore(source)}{fix}")
         pins.append(Pin(canonicalize_name(requirement.name), specs[0].version, hashes))
     return inputs, pins
+
+
+def shown_line(text: str, limit: int = 40) -> str:
+    """A line of a file as a short, printable quote: binary junk never reaches the terminal raw."""
+    quoted = ascii(text.strip())
+    return quoted if len(quoted) <= limit else quoted[: limit - 3] + "..."
+
+
+def lock_text(path: Path, fix: str) -> str:
+    """A lockfile's text; bytes that are not UTF-8 (a binary or damaged file) are one BadInput with the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as err:
+        number = data[: err.start].count(b"\n") + 1
+        name = shown_path(path)
+        raise BadInput(f"{name} line {number} is not text (a damaged or binary file): {restore(name)}{fix}") from None
+
+
+def restore(source: str) -> str:
+    """The first fix for a damaged lockfile in the checkout: git's copy (re-locking may resolve newer wheels)."""
+    return f"restore it (`git checkout -- {source}`) or " if source.startswith("images/") else ""
+
+
+def shown_path(path: Path) -> str:
+    """A lockfile as images/FOLDER/NAME, the way the checkout names it."""
+    return str(path.relative_to(path.parents[2])) if len(path.parents) > 2 else str(path)
 
 
 def read_lock(image: Image, matrix: Matrix) -> list[Pin]:
@@ -126,8 +160,8 @@ def verified_lock(path: Path, inputs: str, kind: str, fix: str) -> tuple[str, li
     hashes every entry."""
     if not path.is_file():
         raise LabstackError(f"no {kind} {path.name}: {fix}")
-    text = path.read_text()
-    recorded, pins = parse_lock(text)
+    text = lock_text(path, fix)
+    recorded, pins = parse_lock(text, shown_path(path), fix)
     if recorded != inputs:
         raise LabstackError(
             f"{kind} {path.relative_to(path.parents[2])} is stale (images/matrix.toml or a lock below it changed "

@@ -6,6 +6,7 @@ from packaging.utils import canonicalize_name
 from labstack.build.lock import check_framework_version, framework_distributions, parse_lock, read_lock
 from labstack.errors import LabstackError
 from labstack.matrix import MATRIX_PATH, load_matrix, parse_matrix
+from tests.invoking import assert_one_line_failure, checkout_copy, invoke_in_copy
 
 MATRIX = load_matrix()
 IMAGES = MATRIX.select("all", "all")
@@ -111,3 +112,21 @@ def test_a_matrix_version_changed_without_its_requirements_is_refused_with_the_l
     changed = parse_matrix(text.replace(old, 'version = "9.9.9"'))
     with pytest.raises(LabstackError, match=rf"\[frameworks\.{image.framework}\] version is 9\.9\.9, but .* pins "):
         read_lock(changed.image(image.framework, image.variant), changed)
+
+
+@pytest.mark.parametrize(
+    ("junk", "words"),
+    [
+        (b"!!! not a requirement\n", ["line 3 is not a requirement ('!!! not a requirement')"]),
+        (b"\xff\xfe\x00junk\n", ["line 3 is not text"]),
+    ],
+    ids=["garbage", "binary"],
+)
+def test_a_damaged_lockfile_line_is_one_line_naming_the_file_and_the_line(tmp_path, monkeypatch, junk, words):
+    copy = checkout_copy(tmp_path / "checkout")
+    lock = copy / "images" / "torch" / "requirements-cpu.lock"
+    lines = lock.read_bytes().splitlines(keepends=True)
+    lock.write_bytes(b"".join(lines[:2]) + junk + b"".join(lines[2:]))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = invoke_in_copy(copy, "labstack-test", "build", "--framework", "torch")
+    assert_one_line_failure(result, 2, "images/torch/requirements-cpu.lock", *words, "git checkout --", "invoke lock")
