@@ -7,16 +7,29 @@ import subprocess
 from pathlib import Path
 
 from labstack import ROOT
+from labstack.errors import BadInput
 
 REPORTS_DIR = ROOT / "reports"
 CACHE_VARIABLE = "LABSTACK_CACHE"
 
 
 def cache_dir() -> Path:
-    """Outside the checkout, so a fresh clone (CI) reuses the wheels: LABSTACK_CACHE, else XDG's cache."""
+    """Outside the checkout, so a fresh clone (CI) reuses the wheels: LABSTACK_CACHE, else XDG's cache. A file where
+    the folder (or one above it) would be is BadInput naming it, before anything is made in it."""
     if os.environ.get(CACHE_VARIABLE):
-        return Path(os.environ[CACHE_VARIABLE]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labstack"
+        folder, source = Path(os.environ[CACHE_VARIABLE]).expanduser(), CACHE_VARIABLE
+    else:
+        folder, source = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labstack", "the default"
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == folder else f"cannot be made: {place} is a file"
+                raise BadInput(
+                    f"the cache folder {folder} ({source}) {what}, not a folder: move the file away, or set "
+                    f"{CACHE_VARIABLE} to a folder"
+                )
+            break
+    return folder
 
 
 def git_output(*args: str) -> str:

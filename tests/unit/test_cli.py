@@ -62,6 +62,17 @@ def test_tampered_wheelhouse_is_refused_before_any_download(tmp_path):
     assert_one_line_failure(result, 1, "does not match the hash", "filelock")
 
 
+@pytest.mark.parametrize("below", ["", "sub"], ids=["the-folder", "a-folder-above"])
+def test_a_cache_folder_that_is_a_file_is_one_line_naming_it(tmp_path, below):
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a folder")
+    result = run_invoke(
+        "wheels", "--framework", "torch", "--variant", "cpu",
+        env={"LABSTACK_CACHE": str(cache / below) if below else str(cache), "DOCKER_HOST": "unix:///nonexistent/x"},
+    )  # fmt: skip
+    assert_one_line_failure(result, 2, "the cache folder", str(cache), "is a file, not a folder", "set LABSTACK_CACHE")
+
+
 def test_pinned_base_is_required_for_pulled_images():
     result = run_invoke("base", "--from-image", "debian:bookworm-slim")
     assert_one_line_failure(result, 2, "not pinned", "@sha256")
