@@ -20,16 +20,24 @@ def cache_dir() -> Path:
         folder, source = Path(os.environ[CACHE_VARIABLE]).expanduser(), CACHE_VARIABLE
     else:
         folder, source = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labstack", "the default"
+    in_the_way = file_in_the_way(folder)
+    if in_the_way:
+        raise BadInput(
+            f"the cache folder {folder} ({source}) {in_the_way}, not a folder: move the file away, or set "
+            f"{CACHE_VARIABLE} to a folder"
+        )
+    return folder
+
+
+def file_in_the_way(folder: Path) -> str:
+    """Why `folder` cannot be a folder, for a message: it is a file ("is a file"), or a file stands where one above
+    it would be ("cannot be made: PATH is a file"); '' where it is a folder or can be made one."""
     for place in (folder, *folder.parents):
         if place.exists():
-            if not place.is_dir():
-                what = "is a file" if place == folder else f"cannot be made: {place} is a file"
-                raise BadInput(
-                    f"the cache folder {folder} ({source}) {what}, not a folder: move the file away, or set "
-                    f"{CACHE_VARIABLE} to a folder"
-                )
-            break
-    return folder
+            if place.is_dir():
+                return ""
+            return "is a file" if place == folder else f"cannot be made: {place} is a file"
+    return ""
 
 
 def git_output(*args: str) -> str:

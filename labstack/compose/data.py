@@ -10,6 +10,7 @@ from labstack import ROOT, payload
 from labstack.build.pipconf import host_pip_sources
 from labstack.compose.env import read_env
 from labstack.errors import BadInput, LabstackError
+from labstack.paths import file_in_the_way
 
 
 def data_helper(
@@ -21,7 +22,12 @@ def data_helper(
     if len(chosen) > 1:
         raise BadInput(f"choose one of --download, --generate, --verify, --record, not {' and '.join(chosen)}")
     action = chosen[0] if chosen else "download"
-    path = Path(folder or read_env().get("DATA_DIR") or ROOT / "data")
+    written = read_env().get("DATA_DIR")
+    path = Path(folder or written or ROOT / "data")
+    source = "--folder" if folder else "DATA_DIR in .env" if written else "the data folder"
+    in_the_way = file_in_the_way(path)
+    if in_the_way:
+        raise BadInput(f"{source} {path} {in_the_way}, not a folder: give a folder (made if missing), e.g. data")
     mnist = payload.load("mnist")
     if action == "download":
         cert = host_pip_sources().cert  # the host's proxy CA, as pip uses it

@@ -33,6 +33,7 @@ from labstack.compose.project import (
 )
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
+from tests.invoking import assert_one_line_failure, run_invoke
 
 MATRIX = load_matrix()
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
@@ -256,3 +257,17 @@ def test_data_helper_generates_then_verifies(tmp_path, capsys):
     data_helper(str(tmp_path), generate=True)
     data_helper(str(tmp_path), verify=True)
     assert "SHA256SUMS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("action", "below", "words"),
+    [("--generate", "", ["is a file, not a folder"]), ("--verify", "sub", ["cannot be made", "is a file"])],
+    ids=["the-folder", "a-folder-above"],
+)
+def test_data_folder_that_is_a_file_is_one_line(tmp_path, action, below, words):
+    named = tmp_path / "mnist.gz"
+    named.write_bytes(b"\x1f\x8b not a folder")
+    folder = named / below if below else named
+    result = run_invoke("data", action, "--folder", str(folder), env={"DOCKER_HOST": "unix:///nonexistent/x"})
+    assert_one_line_failure(result, 2, f"--folder {folder}", *words, "give a folder")
+    assert named.read_bytes() == b"\x1f\x8b not a folder"
