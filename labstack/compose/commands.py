@@ -19,8 +19,8 @@ def env(framework: str, new_token: bool = False, project_setting: str = "") -> N
     project = project_dir(project_setting)
     matrix = load_matrix()
     image = matrix.image(framework, "cpu")
+    before = read_env(ENV_FILE).get("COMPOSE_PROJECT_NAME")  # a broken .env is refused before Docker is asked
     built = image_or_none(connect(), layer_ref(image, "lab"))
-    before = read_env(ENV_FILE).get("COMPOSE_PROJECT_NAME")
     values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None, project=project)
     print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
     name = values["COMPOSE_PROJECT_NAME"]

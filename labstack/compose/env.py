@@ -59,8 +59,33 @@ def parse_env(text: str) -> dict[str, str]:
     return values
 
 
+ENV_FIX = "fix or delete that line (or delete the file and run `invoke env`: it writes a new one)"
+PORT_MAX = 65535
+
+
 def read_env(path: Path = ENV_FILE) -> dict[str, str]:
-    return parse_env(path.read_text()) if path.is_file() else {}
+    """The values of a .env file ({} without one); a line that is not text, or a NOTEBOOK_PORT that is not a port,
+    is one BadInput naming the file, the line's key and the fix, before Docker or compose is asked."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError:
+            line = None
+        if line is None or any(ord(c) < 32 and c != "\t" for c in line):
+            key = raw.partition(b"=")[0].strip().decode(errors="replace") if b"=" in raw else ""
+            named = f" ({key})" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else ""
+            raise BadInput(f"{path} line {number}{named} is not text (binary junk): {ENV_FIX}")
+    values = parse_env(data.decode())
+    port = values.get("NOTEBOOK_PORT")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= PORT_MAX):
+        raise BadInput(
+            f"{path}: NOTEBOOK_PORT is {port!r}, not a port: give a whole number from 1 to {PORT_MAX}, e.g. "
+            f"NOTEBOOK_PORT={NOTEBOOK_PORT}, or delete the line"
+        )
+    return values
 
 
 def project_dir(setting: str, root: Path = ROOT) -> Path | None:

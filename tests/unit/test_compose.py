@@ -33,7 +33,7 @@ from labstack.compose.project import (
 )
 from labstack.errors import LabstackError
 from labstack.matrix import load_matrix
-from tests.invoking import assert_one_line_failure, run_invoke
+from tests.invoking import assert_one_line_failure, checkout_copy, invoke_in_copy, run_invoke
 
 MATRIX = load_matrix()
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
@@ -271,3 +271,21 @@ def test_data_folder_that_is_a_file_is_one_line(tmp_path, action, below, words):
     result = run_invoke("data", action, "--folder", str(folder), env={"DOCKER_HOST": "unix:///nonexistent/x"})
     assert_one_line_failure(result, 2, f"--folder {folder}", *words, "give a folder")
     assert named.read_bytes() == b"\x1f\x8b not a folder"
+
+
+@pytest.mark.parametrize(
+    ("line", "task", "words"),
+    [
+        (b"NOTEBOOK_PORT=abc\n", ["env", "--framework", "torch"], ["NOTEBOOK_PORT is 'abc', not a port", "8888"]),
+        (b"NOTEBOOK_PORT=99999\n", ["up-cpu", "--framework", "torch"], ["NOTEBOOK_PORT is '99999'"]),
+        (b"NOTEBOOK_PORT=\xff\xfe\x00junk\n", ["env", "--framework", "torch"], ["line 2 (NOTEBOOK_PORT) is not text"]),
+        (b"\x00\x01\xff\n", ["data", "--verify"], ["line 2 is not text", "fix or delete that line"]),
+    ],
+    ids=["port-abc-env", "port-too-big-up-cpu", "binary-port-env", "binary-line-data"],
+)
+def test_a_broken_env_file_is_one_line_naming_it_before_docker_is_asked(tmp_path, monkeypatch, line, task, words):
+    copy = checkout_copy(tmp_path / "checkout")
+    (copy / ".env").write_bytes(b"UID=1000\n" + line)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = invoke_in_copy(copy, "labstack-test", *task)
+    assert_one_line_failure(result, 2, f"{copy / '.env'}", *words)
