@@ -145,7 +145,13 @@ def lock_run(folder: Path, name: str) -> int:
     holds it. The lock is the flock, not the file: the kernel drops it when the holder dies (even by SIGKILL), so a
     file left behind never blocks. Keep the returned descriptor open for the process's whole life."""
     # Read-write: NFS emulates flock() as a POSIX lock, which needs a file open for writing.
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UsageError(
+            f"cannot open {folder / LOCK_FILE} ({err.strerror}): a run started by another user? `chown` the run "
+            "folder to yourself, or give another --run"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -256,6 +256,12 @@ def test_a_folder_that_keeps_no_locks_is_one_line_naming_the_nfs_option(tmp_path
         train.lock_run(tmp_path, "mnist-torch")
 
 
+def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / "train.lock").mkdir()  # fails for root too, as another user's read-only file fails for a user
+    with pytest.raises(train.UsageError, match=r"cannot open .*train.lock \(Is a directory\).*chown"):
+        train.lock_run(tmp_path, "mnist-torch")
+
+
 def test_a_trainer_in_a_container_is_named_by_its_container():
     text = json.dumps({"pid": 7, "host": "3f2a1b", "container": True, "started": "2026-11-27T11:50:02Z"})
     assert train.describe_holder("mnist-torch", text) == (
