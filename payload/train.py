@@ -7,6 +7,7 @@ What `docker compose run train` runs inside a labstack image. Writes to RUNS/<ru
   metrics.jsonl       one JSON object per event (start, step, epoch, stop), appended across restarts
   environment.jsonl   one record per start: image, image id, device, framework and Python versions, CPU
   checkpoint.pt|.npz  written after every epoch and on SIGTERM: temp file in the same folder, fsync, rename
+  train.lock          flock()ed for the trainer's whole life, so one run has one trainer; holds who has it
 Started again with the same --run, it resumes from the checkpoint (epoch, position in the epoch, model and
 optimizer state); a SIGKILL loses at most the current epoch and never leaves a half-written checkpoint.
 --synthetic trains on random tensors (no data needed) and says so in every line it writes.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.util
 import json
 import os
@@ -108,6 +110,69 @@ def check_writable(folder: Path) -> None:
             f"runs folder {folder} (owned by uid {owner}) is not writable by {who}: `chown` it to yourself, or run "
             "`invoke env` so UID/GID in .env match you, or set RUNS_DIR to a folder you own"
         ) from None
+
+
+LOCK_FILE = "train.lock"
+
+
+def holder_identity() -> dict:
+    """Who holds a run: PID, host name (a container's is its short ID), whether that is a container, start time."""
+    return {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "container": Path("/.dockerenv").exists(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def describe_holder(name: str, text: str) -> str:
+    """The refusal for a run another trainer holds, from what that trainer wrote into the lock file."""
+    try:
+        who = json.loads(text)
+        pid, host, started = who["pid"], who["host"], who["started"]
+    except (ValueError, TypeError, KeyError):
+        return (f"run {name} is in use by another trainer (it has not written who it is yet): stop it, or give "
+                "another --run")  # fmt: skip
+    if who.get("container"):
+        return (f"run {name} is in use by PID {pid} in container {host} (started {started}): stop it (docker stop "
+                f"{host}) or give another --run")  # fmt: skip
+    return (f"run {name} is in use by PID {pid} on host {host} (started {started}): stop it (kill {pid}) or give "
+            "another --run")  # fmt: skip
+
+
+def lock_run(folder: Path, name: str) -> int:
+    """Take the run's lock, non-blocking, before anything in `folder` is read or written; refuse if another trainer
+    holds it. The lock is the flock, not the file: the kernel drops it when the holder dies (even by SIGKILL), so a
+    file left behind never blocks. Keep the returned descriptor open for the process's whole life."""
+    # Read-write: NFS emulates flock() as a POSIX lock, which needs a file open for writing.
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UsageError(
+            f"cannot open {folder / LOCK_FILE} ({err.strerror}): a run started by another user? `chown` the run "
+            "folder to yourself, or give another --run"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        text = ""
+        for _ in range(10):  # the holder writes its identity just after it takes the lock
+            with contextlib.suppress(OSError):
+                text = (folder / LOCK_FILE).read_text()
+            if text.strip():
+                break
+            time.sleep(0.1)
+        raise UsageError(describe_holder(name, text)) from None
+    except OSError as err:  # ENOLCK: an NFS mount whose server keeps no locks (NFSv3 without lockd)
+        os.close(fd)
+        raise UsageError(
+            f"cannot lock run folder {folder} ({err.strerror}): its filesystem keeps no locks; use a local runs "
+            "folder, or mount the NFS share with local_lock=flock (excludes trainers on this machine only)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder_identity()) + "\n").encode(), 0)
+    return fd
 
 
 def save_atomic(path: Path, write) -> None:
@@ -398,6 +463,7 @@ def train(argv: list[str]) -> int:
     label = "[synthetic data] " if args.synthetic else ""
     folder = args.runs / name
     folder.mkdir(exist_ok=True)
+    lock_run(folder, name)  # its descriptor is never closed: the lock lasts as long as this process
     remove_stale_temps(folder)
     checkpoint = folder / f"checkpoint{CHECKPOINT_SUFFIX[framework]}"
 

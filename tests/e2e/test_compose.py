@@ -43,7 +43,7 @@ def test_train_learns_the_generated_dataset(stack, images, framework):
     for path in [run, *run.iterdir()]:
         assert (path.stat().st_uid, path.stat().st_gid) == (TEST_UID, TEST_GID), path
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["metrics.jsonl", "environment.jsonl", f"checkpoint.{'pt' if framework == 'torch' else 'npz'}"]
+        ["metrics.jsonl", "environment.jsonl", "train.lock", f"checkpoint.{'pt' if framework == 'torch' else 'npz'}"]
     )
 
 
@@ -63,9 +63,13 @@ def start_detached(stack, images, framework: str, *args: str) -> str:
     return name
 
 
-def container_state(name: str) -> dict:
+def container_inspect(name: str) -> dict:
     out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
-    return json.loads(out)[0]["State"]
+    return json.loads(out)[0]
+
+
+def container_state(name: str) -> dict:
+    return container_inspect(name)["State"]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -106,6 +110,30 @@ def test_sigterm_writes_a_checkpoint_and_the_next_run_continues_there(stack, ima
     assert (start["from_epoch"] + 1, start["from_sample"]) == (stop[0]["epoch"], stop[0]["sample"])
     finished = [m for m in stack.metrics(run) if m["event"] == "epoch"][-1]
     assert finished["epoch"] == stop[0]["epoch"] and finished["resumed"]
+
+
+def test_a_second_trainer_on_a_running_run_is_refused_naming_the_first_container(stack, images):
+    run = "synthetic-torch"
+    # Many short epochs: still running when the second starts; a step line every 5 steps, duplicates would show.
+    name = start_detached(stack, images, "torch", "--synthetic", "--epochs", "1000", "--log-every", "5")
+    try:
+        wait_for(lambda: any(m["event"] == "first_step" for m in stack.metrics(run)), 180, "the first trainer's step")
+        short_id = container_inspect(name)["Id"][:12]  # a container's host name, unless the compose file sets one
+        second = stack.train("--synthetic", "--epochs", "1000", check=False, env=image_env(images, "torch"))
+        assert_one_line_error(second, f"run {run} is in use by PID", f"in container {short_id} (started ",
+                              f"stop it (docker stop {short_id}) or give another --run")  # fmt: skip
+        assert second.returncode == 2
+        assert container_state(name)["Running"], "the refusal disturbed the first trainer"
+        subprocess.run(["docker", "stop", "--time", "60", name], capture_output=True, check=True)
+        lines = (stack.runs / run / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == len(set(lines)), "duplicate lines in metrics.jsonl"
+        events = [json.loads(line) for line in lines]
+        assert [m["event"] for m in events].count("start") == 1, "the second trainer wrote metrics"
+        steps = [(m["epoch"], m["sample"]) for m in events if m["event"] == "step"]
+        assert len(steps) == len(set(steps)), "a step was logged twice"
+        assert len((stack.runs / run / "environment.jsonl").read_text().splitlines()) == 1
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 def assert_one_line_error(result, *words):

@@ -3,11 +3,16 @@ framework."""
 
 from __future__ import annotations
 
+import errno
 import gzip
+import json
 import os
+import platform
 import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -185,6 +190,85 @@ def test_unwritable_runs_folder(tmp_path):
             train.check_writable(tmp_path)
     finally:
         tmp_path.chmod(0o700)
+
+
+HOLD_THE_RUN = """\
+import sys, time
+from pathlib import Path
+from labstack import payload
+payload.load("train").lock_run(Path(sys.argv[1]), "mnist-torch")
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A real second process that takes the lock of RUNS/mnist-torch the way train.py does, then sleeps."""
+    folder = tmp_path / "mnist-torch"
+    folder.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_a_second_trainer_on_a_run_is_refused_in_one_line_naming_the_first(holder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "choose_framework", lambda requested, manifest: "torch")  # no torch on this host
+    assert train.main(["--synthetic", "--runs", str(tmp_path), "--run", "mnist-torch"]) == train.BAD_INPUT
+    lines = capsys.readouterr().err.splitlines()
+    node = platform.node()
+    if Path("/.dockerenv").exists():  # this test itself runs in a container: the holder is named as one
+        where, fix = f"in container {node}", f"docker stop {node}"
+    else:
+        where, fix = f"on host {node}", f"kill {holder.pid}"
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        rf"labstack: run mnist-torch is in use by PID {holder.pid} {re.escape(where)} "
+        rf"\(started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ\): stop it \({re.escape(fix)}\) or give another --run",
+        lines[0],
+    ), lines[0]
+    assert sorted(p.name for p in (tmp_path / "mnist-torch").iterdir()) == ["train.lock"], "the refused one wrote"
+
+
+def test_a_lock_file_left_by_a_killed_trainer_does_not_block_the_next(holder, tmp_path):
+    folder = tmp_path / "mnist-torch"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert str(holder.pid) in (folder / "train.lock").read_text(), "the dead holder's file is still there"
+    fd = train.lock_run(folder, "mnist-torch")
+    try:
+        assert json.loads((folder / "train.lock").read_text())["pid"] == os.getpid()
+    finally:
+        os.close(fd)
+
+
+def test_a_folder_that_keeps_no_locks_is_one_line_naming_the_nfs_option(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(train.fcntl, "flock", no_locks)
+    with pytest.raises(train.UsageError, match=r"No locks available.*local_lock=flock"):
+        train.lock_run(tmp_path, "mnist-torch")
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / "train.lock").mkdir()  # fails for root too, as another user's read-only file fails for a user
+    with pytest.raises(train.UsageError, match=r"cannot open .*train.lock \(Is a directory\).*chown"):
+        train.lock_run(tmp_path, "mnist-torch")
+
+
+def test_a_trainer_in_a_container_is_named_by_its_container():
+    text = json.dumps({"pid": 7, "host": "3f2a1b", "container": True, "started": "2026-11-27T11:50:02Z"})
+    assert train.describe_holder("mnist-torch", text) == (
+        "run mnist-torch is in use by PID 7 in container 3f2a1b (started 2026-11-27T11:50:02Z): stop it "
+        "(docker stop 3f2a1b) or give another --run"
+    )
+    assert "has not written who it is yet" in train.describe_holder("mnist-torch", "")
 
 
 @pytest.mark.parametrize(
