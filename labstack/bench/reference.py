@@ -114,10 +114,16 @@ def find_testinfra(wheels: Path | None, into: Path, python: str = sys.executable
     return str(into), f"testinfra: from {wheels}"
 
 
+def host_check_command(gpu: str, report: Path) -> list[str]:
+    """pytest over the host's GPU checks, less the one that starts a GPU container (the host has no Docker)."""
+    return [sys.executable, "-m", "pytest", str(HOST_CHECKS), "-m", "gpu", "-k", "not docker", "--gpu", gpu,
+            "-p", "no:cacheprovider", "-q", "-rs", f"--junitxml={report}"]  # fmt: skip
+
+
 def host_checks(device: str, wheels: Path | None, report: Path) -> Step:
-    """The host's GPU checks only (`-m gpu`): a bare GPU host has no Docker, so the Docker, Compose and image-disk
-    checks of the same folder would fail there for nothing. On a GPU they must pass (require); on a CPU (the
-    tests) they run to their skip, with the reason."""
+    """The host's GPU checks only (`-m gpu`, less the one that starts a GPU container): a bare GPU host has no
+    Docker, so the Docker, Compose and image-disk checks of the same folder would fail there for nothing. On a GPU
+    they must pass (require); on a CPU (the tests) they run to their skip, with the reason."""
     gpu = "require" if device == "cuda" else "auto"
     with tempfile.TemporaryDirectory(prefix="labstack-site-") as site:
         extra, how = find_testinfra(wheels, Path(site))
@@ -125,9 +131,7 @@ def host_checks(device: str, wheels: Path | None, report: Path) -> Step:
             return Step("host checks", detail=how)
         path = os.pathsep.join(p for p in (extra, str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         # From the checkout's root: pyproject.toml's addopts load labstack's pytest plugin (the --gpu option).
-        command = [sys.executable, "-m", "pytest", str(HOST_CHECKS), "-m", "gpu", "--gpu", gpu, "-p",
-                   "no:cacheprovider", "-q", "-rs", f"--junitxml={report}"]  # fmt: skip
-        code, out, err, seconds = run(command, TIMEOUTS["checks"], {"PYTHONPATH": path})
+        code, out, err, seconds = run(host_check_command(gpu, report), TIMEOUTS["checks"], {"PYTHONPATH": path})
     summary = last_line(out) or last_line(err)
     why = [line for line in out.splitlines() if line.startswith(("FAILED ", "ERROR "))][:3]
     summary += "".join(f"; {line}" for line in why)

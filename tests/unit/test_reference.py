@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labstack import ROOT
-from labstack.bench.reference import figures, find_testinfra, model_slug, problems_of
+from labstack.bench.reference import figures, find_testinfra, host_check_command, model_slug, problems_of
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,13 @@ def test_bad_sizes_are_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "-m", "labstack.bench.reference", "--sizes", "huge"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and done.stderr.strip() == "labstack: --sizes 'huge': full, quick or both"
+
+
+def test_the_gpu_proof_runs_no_host_check_that_needs_docker(tmp_path):
+    # The bare GPU host has no Docker: the first H100 proof failed on test_docker_can_start_gpu_containers alone.
+    command = host_check_command("auto", tmp_path / "checks.xml")
+    listed = subprocess.run([*command, "--collect-only"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    collected = [line for line in listed.stdout.splitlines() if "::" in line]
+    assert any("test_gpu_matmul_on_the_host_matches_the_cpu" in line for line in collected), collected
+    assert not [line for line in collected if "docker" in line.lower()], collected
