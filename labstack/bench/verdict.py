@@ -92,17 +92,18 @@ def gpu_runs(runs: tuple[Run, ...], references: list[Run]) -> list[Run]:
     return [replace(run, own=True) for run in runs if run.device == "cuda" and run.results] + references
 
 
-def find_reference(row: Row, candidates: list[Run]) -> Reference | None:
+def find_reference(row: Row, candidates: list[Run], mode: str | None = None) -> Reference | None:
     """The newest GPU run with the same workload and size: the same framework if one exists, else the other
-    framework's; this machine's own GPU before a committed reference. Its default and its fastest setting."""
+    framework's; of the same mode (full, quick) where a workload's size is the same in both (matmul, the MNIST
+    CNN); this machine's own GPU before a committed reference. Its default and its fastest setting."""
     matches = [
-        (run.framework == row.framework, run.own, run.started, index, run)
+        (run.framework == row.framework, run.mode == mode, run.own, run.started, index, run)
         for index, run in enumerate(candidates)
         if any(r.workload == row.workload and r.config == row.config for r in run.results)
     ]
     if not matches:
         return None
-    same_framework, *_, run = max(matches, key=lambda m: m[:4])
+    same_framework, *_, run = max(matches, key=lambda m: m[:5])
     chosen = [r for r in run.results if r.workload == row.workload and r.config == row.config]
     default = next((r for r in chosen if not r.tuning), None)
     return Reference(run, default, max(chosen, key=lambda r: r.throughput), same_framework)
@@ -394,7 +395,7 @@ def analyse(
     prices = prices or Prices()
     rows = summarise(document.runs)
     gpu = gpu_runs(document.runs, references)
-    matches = {row.key: ref for row in cpu_rows(rows) if (ref := find_reference(row, gpu))}
+    matches = {row.key: ref for row in cpu_rows(rows) if (ref := find_reference(row, gpu, document.mode))}
     busy = busy_warning(document)
     found = answers(rows, matches, prices)
     cpu = next((run.cpu for run in document.runs if run.device == "cpu"), {})

@@ -169,6 +169,17 @@ def test_reference_prefers_the_same_framework_then_the_newest():
     assert found.best.tuning == ("bf16_autocast",)  # a file written before tuning: its precision was its setting
 
 
+def test_reference_prefers_the_same_mode_where_both_sizes_share_a_config():
+    # matmul and the MNIST CNN have one size in full and quick: a full CPU run is compared with the GPU's full
+    # run, even when the quick reference file was written after it (found on the first H100 references).
+    row = summarise([run()])[0]
+    full = read_run({**reference_json(started="2026-11-27T13:12"), "mode": "full"}, reference_file="h100-full.json")
+    quick = read_run({**reference_json(started="2026-11-27T13:14", value=9.0), "mode": "quick"},
+                     reference_file="h100-quick.json")  # fmt: skip
+    assert find_reference(row, [full, quick], mode="full").run.reference_file == "h100-full.json"
+    assert find_reference(row, [full, quick], mode="quick").run.reference_file == "h100-quick.json"
+
+
 def test_reference_of_another_size_is_not_used():
     row = summarise([run(config={"batch": 64})])[0]
     assert find_reference(row, [reference_run()]) is None
