@@ -8,7 +8,18 @@ from pathlib import Path
 from labstack import payload
 from labstack.bench.results import Document
 from labstack.bench.stats import cpu_peak
-from labstack.bench.verdict import Analysis, Answer, duration, fmt, knobs_text, pct, title, where_label
+from labstack.bench.verdict import (
+    ENOUGH_S,
+    WORKING_DAY_S,
+    Analysis,
+    Answer,
+    duration,
+    fmt,
+    knobs_text,
+    pct,
+    title,
+    where_label,
+)
 
 
 def answer_cells(answer: Answer) -> list[str]:
@@ -53,9 +64,9 @@ def first_screen(analysis: Analysis) -> list[str]:
     out += ["| " + " | ".join(answer_cells(a)) + " |" for a in analysis.answers]
     out += [
         "",
-        f"The answer reads the time on this CPU at its best: **No** within {duration(10 * 60)}, **A GPU helps** "
-        "within a working day (8 h), **Yes** beyond; the GPU column is this machine's own GPU, else a reference "
-        "measured on a GPU host and committed in `references/`.",
+        f"The answer reads the time on this CPU at its best: **No** within {duration(ENOUGH_S)}, **A GPU helps** "
+        f"within a working day ({duration(WORKING_DAY_S)}), **Yes** beyond; the GPU column is this machine's own "
+        "GPU, else a reference measured on a GPU host and committed in `references/`.",
     ]
     if analysis.prices.gpu or analysis.prices.cpu:
         given = [p.describe() for p in (analysis.prices.cpu, analysis.prices.gpu) if p]
