@@ -10,6 +10,7 @@ from labstack.compose.data import data_helper
 from labstack.compose.env import ENV_FILE, ensure_env, project_dir, read_env
 from labstack.compose.project import Project, project_from_env, shared_name_note, up_notebook
 from labstack.compose.project import down as compose_down
+from labstack.compose.user import container_user
 from labstack.engine import connect, image_or_none
 from labstack.gpu import gpu_preflight
 from labstack.matrix import load_matrix
@@ -19,9 +20,13 @@ def env(framework: str, new_token: bool = False, project_setting: str = "") -> N
     project = project_dir(project_setting)
     matrix = load_matrix()
     image = matrix.image(framework, "cpu")
-    before = read_env(ENV_FILE).get("COMPOSE_PROJECT_NAME")  # a broken .env is refused before Docker is asked
+    old = read_env(ENV_FILE)  # a broken .env, or a bad SUDO_UID, is refused before Docker is asked
+    before = old.get("COMPOSE_PROJECT_NAME")
+    user = container_user(old)
     built = image_or_none(connect(), layer_ref(image, "lab"))
-    values = ensure_env(matrix, framework, new_token=new_token, image_id=built.id if built else None, project=project)
+    values = ensure_env(
+        matrix, framework, new_token=new_token, image_id=built.id if built else None, project=project, user=user
+    )
     print(f"wrote {ENV_FILE} (mode 600): UID={values['UID']} GID={values['GID']} TRAIN_IMAGE={values['TRAIN_IMAGE']}")
     name = values["COMPOSE_PROJECT_NAME"]
     if before and before != name:

@@ -7,10 +7,12 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from labstack import ROOT
 from labstack.build.layers import layer_ref
+from labstack.compose.user import ContainerUser, Owner, account_owner, container_user, previous_ids
 from labstack.errors import BadInput
 from labstack.matrix import Matrix
 
@@ -138,13 +140,23 @@ def render_env(values: dict[str, str]) -> str:
     return ENV_HEADER + "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def write_env(path: Path, values: dict[str, str]) -> Path:
-    """Write .env atomically, readable by you only (it holds the notebook token)."""
+def write_env(path: Path, values: dict[str, str], owner: tuple[int, int] | None = None) -> Path:
+    """Write .env atomically, readable by its owner only (it holds the notebook token): a new file, mode 600 from its
+    creation and given to `owner` (UID, GID; under sudo, the account that ran it) before the token is in it, then
+    renamed over the old one. Never a file left by an earlier try, whose mode could be wider."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(render_env(values))
-    os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, 0o600)
+            if owner:
+                os.fchown(fd, *owner)
+            handle.write(render_env(values))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -167,29 +179,47 @@ def ensure_env(
     new_token: bool = False,
     image_id: str | None = None,
     project: Path | None = None,
+    user: ContainerUser | None = None,
+    say: Callable[[str], object] = print,
 ) -> dict[str, str]:
-    """(Re)write .env for `framework`, keeping the existing notebook token and port unless told otherwise."""
+    """(Re)write .env for `framework`, keeping the existing notebook token and port unless told otherwise; as root,
+    `say` which UID the containers run as and why, and of any mounted folder they cannot write."""
     old = read_env(path)
     token = None if new_token else old.get("JUPYTER_TOKEN") or None
     port = int(old.get("NOTEBOOK_PORT") or NOTEBOOK_PORT)
-    uid, gid = container_user(os.getuid(), os.getgid(), matrix)
-    values = env_values(matrix, framework, uid=uid, gid=gid, token=token, image_id=image_id, port=port, project=project)
-    write_env(path, values)
+    user = user or container_user(old)
+    values = env_values(
+        matrix, framework, uid=user.uid, gid=user.gid, token=token, image_id=image_id, port=port, project=project
+    )
+    write_env(path, values, user.owner)
     make_folders(values)
+    if user.note:
+        say(f"labstack: {user.note}")
     if os.getuid() == 0:
-        hand_over_folders(values, uid, gid)
+        for note in hand_over_folders(values, user.uid, user.gid, previous_ids(old), account_owner()):
+            say(f"labstack: {note}")
     return values
 
 
-def container_user(uid: int, gid: int, matrix: Matrix) -> tuple[int, int]:
-    """Your UID/GID, so files in the mounts are yours; root gets the image's user instead: no container of
-    ours runs as root (root on the host can still read and remove everything they write)."""
-    return (matrix.uid, matrix.gid) if uid == 0 else (uid, gid)
-
-
-def hand_over_folders(values: dict[str, str], uid: int, gid: int) -> None:
-    """As root, give the (top of the) mounted folders to the container user, so it can write there."""
+def hand_over_folders(
+    values: dict[str, str], uid: int, gid: int, previous: tuple[int, int] | None, uid_owner: Owner
+) -> list[str]:
+    """As root, give the (top of the) mounted folders to the container user, so it can write there: those that
+    belong to root, or to the UID .env named before when no account owns it (an ID labstack chose). Never one that
+    belongs to an account: what it says of those instead."""
+    notes = []
     for key in FOLDERS:
         folder = Path(values[key])
-        if folder.stat().st_uid == 0:
+        owner = folder.stat().st_uid
+        if owner == uid:
+            continue
+        if owner == 0 or (previous and owner == previous[0] and uid_owner(owner) is None):
             os.chown(folder, uid, gid)
+            continue
+        name = uid_owner(owner)
+        whose = f"account {name}" if name else "no account"
+        notes.append(
+            f"{key} {folder} belongs to UID {owner} ({whose}), not to {uid}, and is left as it is: the containers "
+            f"cannot write there; `chown {uid}:{gid} {folder}` if nothing in it is that account's, or set {key}"
+        )
+    return notes

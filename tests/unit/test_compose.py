@@ -12,7 +12,6 @@ from labstack import ROOT
 from labstack.build.layers import layer_ref
 from labstack.compose.data import data_helper
 from labstack.compose.env import (
-    container_user,
     default_project,
     env_values,
     folder_project,
@@ -162,11 +161,6 @@ def test_env_file_round_trips_and_is_private(tmp_path):
 
 def test_parse_env_skips_comments_and_strips_quotes():
     assert parse_env("# c\n\nA=1\nB='two words'\nC=\"x\"\nnot a line\n") == {"A": "1", "B": "two words", "C": "x"}
-
-
-def test_root_gets_the_image_user_everyone_else_themselves():
-    assert container_user(0, 0, MATRIX) == (MATRIX.uid, MATRIX.gid)
-    assert container_user(1234, 567, MATRIX) == (1234, 567)
 
 
 @pytest.mark.parametrize("name", ["jax", "all", "torch,tensorflow", ""])
