@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 import uuid
 
+import docker.errors
 import pytest
 
 from labstack import ROOT
@@ -48,7 +50,49 @@ def test_unknown_framework_or_variant(args, word):
 
 def test_no_docker_daemon():
     result = run_invoke("build", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
-    assert_one_line_failure(result, 3, "cannot reach the Docker daemon", "install-docker.sh")
+    assert_one_line_failure(
+        result, 3, "cannot reach the Docker daemon at DOCKER_HOST=unix:///nonexistent/docker.sock: no such socket",
+        "fix or unset DOCKER_HOST",
+    )  # fmt: skip
+
+
+def test_a_docker_host_socket_nothing_listens_on_is_named_as_refusing(tmp_path):
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as closed:
+        closed.bind(str(path))  # the file stays; nothing listens on it
+    result = run_invoke("build", env={"DOCKER_HOST": f"unix://{path}"})
+    assert_one_line_failure(
+        result, 3, f"cannot reach the Docker daemon at DOCKER_HOST=unix://{path}: connection refused",
+        "fix or unset DOCKER_HOST",
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_socket_without_permission_names_the_docker_group(tmp_path):
+    """A real listening socket the caller may not open: root without CAP_DAC_OVERRIDE, as a user outside the docker
+    group is on /var/run/docker.sock."""
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as daemon:
+        daemon.bind(str(path))
+        daemon.listen()
+        path.chmod(0)
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "invoke", "build"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_HOST": f"unix://{path}"},
+        )  # fmt: skip
+    assert_one_line_failure(result, 3, f"permission denied on the socket {path}", "docker group", "sudo")
+
+
+def test_the_default_socket_missing_means_docker_is_not_running():
+    from labstack.engine import daemon_problem  # here: the other tests of this file run without it
+
+    err = docker.errors.DockerException(
+        "Error while fetching server API version: ('Connection aborted.', FileNotFoundError(2, 'No such file or "
+        "directory'))"
+    )
+    problem = daemon_problem(err, environ={})
+    assert problem.startswith("cannot reach the Docker daemon at /var/run/docker.sock: no such socket")
+    assert "Docker is not running" in problem and "sudo scripts/install-docker.sh" in problem
 
 
 def test_tampered_wheelhouse_is_refused_before_any_download(tmp_path):
