@@ -26,9 +26,7 @@ from labstack.compose.project import (
     COMPOSE_FILE,
     GPU_FILE,
     Project,
-    check_token,
     notebook_url,
-    port_holder,
     project_folder,
     project_from_env,
     shared_name_note,
@@ -295,6 +293,8 @@ def test_a_broken_env_file_is_one_line_naming_it_before_docker_is_asked(tmp_path
 
 
 def test_a_short_token_is_refused_before_the_notebook_starts_naming_the_minimum_and_the_fix(tmp_path):
+    from labstack.compose.project import check_token  # here: the other tests of this file run without it
+
     env_file = tmp_path / "test.env"
     with pytest.raises(LabstackError) as err:
         check_token({"JUPYTER_TOKEN": "abc"}, env_file, environ={})
@@ -324,6 +324,8 @@ def published(name: str, port: int, ip: str = "127.0.0.1", project: str = "", se
 
 
 def test_the_port_holder_is_the_container_that_publishes_it_but_never_this_projects_notebook():
+    from labstack.compose.project import port_holder  # here: the same
+
     other = published("someone-notebook-1", 8888, ip="0.0.0.0")
     assert port_holder(FakeDocker(other), "127.0.0.1", 8888, "mine", local=False) == "the container someone-notebook-1"
     assert port_holder(FakeDocker(other), "127.0.0.1", 8889, "mine", local=False) is None
@@ -333,6 +335,8 @@ def test_the_port_holder_is_the_container_that_publishes_it_but_never_this_proje
 
 
 def test_a_port_a_program_listens_on_is_taken_by_another_program_when_the_daemon_is_here():
+    from labstack.compose.project import port_holder  # here: the same
+
     with socket.socket() as program:
         program.bind(("127.0.0.1", 0))
         program.listen()
