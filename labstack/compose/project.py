@@ -189,9 +189,32 @@ def port_holder(client, bind: str, port: int, project_name: str, local: bool) ->
             if published.get("PublicPort") == port and _overlaps(published.get("IP") or "0.0.0.0", bind):
                 names = [n.lstrip("/") for n in container.get("Names") or []]
                 return f"the container {names[0] if names else container['Id'][:12]}"
-    if not local:
+    if not local or not bound_elsewhere(bind, port):
         return None
-    return "another program" if bound_elsewhere(bind, port) else None
+    program = listening_program(port)
+    return f"another program ({program})" if program else "another program"
+
+
+def listening_program(port: int, proc: Path = Path("/proc")) -> str | None:
+    """'NAME, PID N' of the process that listens on TCP `port` here, when /proc tells (Linux; another user's
+    processes only as root); else None."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in (entry for entry in proc.iterdir() if entry.name.isdigit()) if inodes else ():
+        try:
+            if any(os.readlink(fd) in inodes for fd in (pid / "fd").iterdir()):
+                return f"{(pid / 'comm').read_text().strip()}, PID {pid.name}"
+        except OSError:
+            continue
+    return None
 
 
 def bound_elsewhere(bind: str, port: int) -> bool:

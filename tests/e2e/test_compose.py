@@ -440,7 +440,9 @@ def test_up_cpu_on_a_port_a_program_holds_says_so_and_starts_nothing(stack, imag
         program.bind(("127.0.0.1", port))
         program.listen()
         result = stack.invoke("up-cpu", "--framework", "torch")
-    assert_one_line_error(result, f"127.0.0.1:{port}", "taken by another program", "NOTEBOOK_PORT", "invoke env")
+    assert_one_line_error(
+        result, f"127.0.0.1:{port}", "taken by another program (", f"PID {os.getpid()})", "NOTEBOOK_PORT", "invoke env"
+    )
     assert result.returncode == 1 and notebook_containers(stack) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import stat
@@ -341,6 +342,7 @@ def test_a_port_a_program_listens_on_is_taken_by_another_program_when_the_daemon
         program.bind(("127.0.0.1", 0))
         program.listen()
         port = program.getsockname()[1]
-        assert port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=True) == "another program"
+        held = port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=True)
+        assert held == f"another program ({Path('/proc/self/comm').read_text().strip()}, PID {os.getpid()})"
         assert port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=False) is None
     assert port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=True) is None
