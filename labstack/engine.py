@@ -7,13 +7,17 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from labstack.errors import ExitCode, LabstackError
+from labstack.errors import ExitCode, LabstackError, first_line
 from labstack.matrix import GB
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+INSTALL_FIX = "`sudo scripts/install-docker.sh` installs and starts Docker Engine on Debian"
 
 
 def connect() -> docker.DockerClient:
@@ -22,13 +26,37 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=300)
         client.ping()
     except docker.errors.DockerException as err:
-        reason = str(err).split("(", 1)[0].strip() or type(err).__name__
-        raise LabstackError(
-            f"cannot reach the Docker daemon ({reason}): start it (`sudo scripts/install-docker.sh` installs and "
-            "starts Docker Engine on Debian) or set DOCKER_HOST",
-            code=ExitCode.NO_DOCKER,
-        ) from None
+        raise LabstackError(daemon_problem(err), code=ExitCode.NO_DOCKER) from None
     return client
+
+
+def daemon_problem(err: BaseException, environ: Mapping[str, str] = os.environ) -> str:
+    """Why the daemon cannot be reached, in words, with the fix for that reason: the socket's permissions (the
+    docker group), no socket (Docker is not running), or a DOCKER_HOST that does not answer (named)."""
+    text = f"{err} {err.__context__ or ''}"
+    given = environ.get("DOCKER_HOST")
+    address = given or DEFAULT_SOCKET
+    socket = address.removeprefix("unix://") if address.startswith("unix://") else None
+    at = f"DOCKER_HOST={given}" if given else socket
+    head = f"cannot reach the Docker daemon at {at}"
+    if "PermissionError" in text or "Permission denied" in text:
+        return (
+            f"{head}: permission denied on the socket {socket or address}: add yourself to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again) or run the task with sudo"
+        )
+    if socket and ("FileNotFoundError" in text or "No such file" in text):
+        if given:
+            return f"{head}: no such socket, so no daemon listens there: start that daemon, or fix or unset DOCKER_HOST"
+        return f"{head}: no such socket, so Docker is not running: {INSTALL_FIX} (or `sudo systemctl start docker`)"
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        fix = "start that daemon, or fix or unset DOCKER_HOST" if given else f"start Docker ({INSTALL_FIX})"
+        return f"{head}: connection refused (nothing answers there): {fix}"
+    if "timed out" in text.lower():
+        fix = "check that daemon, or fix or unset DOCKER_HOST" if given else "check that Docker is not hung"
+        return f"{head}: it did not answer in time: {fix}"
+    reason = " ".join(first_line(err).split())
+    fix = "fix or unset DOCKER_HOST" if given else f"start it ({INSTALL_FIX})"
+    return f"{head} ({reason}): {fix}"
 
 
 def free_bytes(path: Path) -> tuple[Path, int]:

@@ -76,12 +76,18 @@ def parse_host(text: str) -> Host:
             raise BadInput(f"bad host {spec!r}: local:// names this machine and takes nothing after it")
         return Host("local")
     if scheme == "docker":
+        if not rest:
+            raise BadInput(
+                f"bad host {spec!r}: docker:// names no container: give docker://NAME (`docker ps` lists them)"
+            )
         _check(spec, "container", rest, _USER)
         return Host("docker", rest)
     parts = _SSH.fullmatch(rest)
     if parts is None:
         raise BadInput(f"bad host {spec!r}: {SPEC_HELP}")
     user, name, port = parts.group("user"), parts.group("name"), parts.group("port")
+    if not name:
+        raise BadInput(f"bad host {spec!r}: ssh:// names no host: give ssh://USER@HOST (or ssh://USER@HOST:PORT)")
     if user is not None:
         _check(spec, "user", user, _USER)
     _check(spec, "host name", name, _NAME)
@@ -99,6 +105,25 @@ def _check(spec: str, what: str, value: str, pattern: re.Pattern) -> None:
             if value
             else f"bad host {spec!r}: no {what}: {SPEC_HELP}"
         )
+
+
+def unreachable_message(host: Host, failure: str, config: str | None = None) -> str:
+    """Why commands cannot run on a host, with the advice for its kind: a docker:// container that does not exist
+    or does not run gets Docker's, an ssh:// host ssh's; never ssh advice for a container."""
+    if host.scheme == "docker":
+        said = failure.lower()
+        if "no such container" in said:
+            return f"no container {host.name} on this Docker: `docker ps` lists the running ones; give one of them"
+        if "is not running" in said or "is paused" in said:
+            return f"the container {host.name} is not running: start it (`docker start {host.name}`), or give another"
+        return f"cannot run commands in the container {host.name} ({failure}): try `docker exec {host.name} true`"
+    if host.scheme == "local":
+        return f"cannot run commands on this machine ({failure})"
+    options = f"-F {config} " if config else ""
+    return (
+        f"{host.label} is unreachable: {failure}: check the name, that sshd runs and answers, and that your key is "
+        f"accepted (`ssh {options}-o BatchMode=yes {host.label} true`)"
+    )
 
 
 def parse_hosts(text: str) -> list[Host]:

@@ -42,6 +42,22 @@ def in_image(name: str) -> str:
     return str(IN_IMAGE / path(name).name)
 
 
+# Every framework image (and every layer on it: lab, notebook, a lab's own image FROM one) carries it, with the
+# payload; labstack/os and labstack/base, and any image not built by labstack, carry neither.
+FRAMEWORK_LABEL = "labstack.framework"
+
+
+def missing_payload(ref: str, labels: dict[str, str] | None) -> str | None:
+    """Why `ref` cannot run what labstack runs in it (`python /opt/labstack/payload/...`), or None: an image that is
+    not a labstack image would fail inside the container with tini's `exec python failed`, long after the start."""
+    if (labels or {}).get(FRAMEWORK_LABEL):
+        return None
+    return (
+        f"{ref} is not a labstack image (no {IN_IMAGE}, no {FRAMEWORK_LABEL} label): build one with `invoke build` "
+        "and name it (torch-cpu), or build your own image FROM a labstack lab image"
+    )
+
+
 def source(name: str) -> str:
     """The program's own text."""
     return path(name).read_text()

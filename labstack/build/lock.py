@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -30,6 +30,9 @@ class Pin:
     name: str  # canonical distribution name
     version: str
     hashes: frozenset[str]  # sha256 hex digests
+    # Where the pin was read, for messages about it: the lockfile and the command that writes it again.
+    lockfile: Path | None = field(default=None, compare=False)
+    relock: str = field(default="run `invoke lock`", compare=False)
 
     def requirement_line(self) -> str:
         hashes = " ".join(f"--hash=sha256:{h}" for h in sorted(self.hashes))
@@ -170,7 +173,29 @@ def verified_lock(path: Path, inputs: str, kind: str, fix: str) -> tuple[str, li
     unhashed = [p.name for p in pins if not p.hashes]
     if unhashed:
         raise LabstackError(f"{kind} {path.name} has entries without hashes: {', '.join(unhashed)}")
-    return text, pins
+    return text, [replace(pin, lockfile=path, relock=fix) for pin in pins]
+
+
+def committed_hashes(pin: Pin) -> frozenset[str] | None:
+    """The hashes git's last commit of the pin's lockfile gives the same NAME==VERSION; None when git cannot tell
+    (no checkout, a lockfile git does not track, the pin not in it)."""
+    if pin.lockfile is None:
+        return None
+    try:
+        shown = subprocess.run(
+            ["git", "-C", str(pin.lockfile.parent), "show", f"HEAD:./{pin.lockfile.name}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if shown.returncode != 0:
+        return None
+    try:
+        _, pins = parse_lock(shown.stdout)
+    except BadInput:
+        return None
+    same = [p.hashes for p in pins if (p.name, p.version) == (pin.name, pin.version)]
+    return same[0] if same else None
 
 
 def framework_distributions(images: list[Image]) -> set[str]:

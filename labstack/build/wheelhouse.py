@@ -15,7 +15,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
-from labstack.build.lock import Pin
+from labstack.build.lock import Pin, committed_hashes, restore, shown_path
 from labstack.errors import LabstackError
 from labstack.matrix import Matrix
 from labstack.paths import cache_dir
@@ -69,13 +69,61 @@ def find_wheels(pins: list[Pin], matrix: Matrix, wheelhouse: Path) -> tuple[dict
             missing.append(pin)
             continue
         for _, path in files:
-            if sha256_file(path) not in pin.hashes:
-                raise LabstackError(
-                    f"wheel {path} does not match the hash in the lockfile (tampered or from another source): "
-                    f"delete it and run the build again to download a verified copy"
-                )
+            digest = sha256_file(path)
+            if digest not in pin.hashes:
+                raise LabstackError(mismatch_message(pin, path, digest))
+            remember(path, digest)
         found[pin.name] = files[0][1]
     return found, missing
+
+
+# One file per wheel that once matched a lockfile's hash (pip verified it on download, or a build found it): its
+# digest then. A wheel that still has that digest but no longer matches the lock tells an edited lock apart from
+# a replaced wheel.
+VERIFIED = ".verified"
+
+
+def remember(path: Path, digest: str) -> None:
+    record = path.parent / VERIFIED / path.name
+    try:
+        if record.is_file() and record.read_text().strip() == digest:
+            return
+        record.parent.mkdir(exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(digest + "\n")
+        os.replace(tmp, record)
+    except OSError:
+        pass  # a read-only wheelhouse still builds; only the message of a later mismatch is less sure
+
+
+def recorded(path: Path) -> str | None:
+    try:
+        return (path.parent / VERIFIED / path.name).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def mismatch_message(pin: Pin, path: Path, digest: str) -> str:
+    """A wheel whose hash is not in the lock: blame the lock when it was edited (git's copy of the lock names this
+    wheel's hash, or the wheel is unchanged since it matched the lock), else the wheel."""
+    committed = committed_hashes(pin)
+    if committed != pin.hashes:  # the lock's hashes for this pin differ from git's, or git cannot tell
+        if committed is not None and digest in committed:
+            why = f"git's copy of the lock names its hash ({path.name})"
+        elif recorded(path) == digest:
+            why = f"{path.name} is the wheel that matched this lock when it was downloaded"
+        else:
+            why = None
+        if why:
+            lock = shown_path(pin.lockfile) if pin.lockfile else "the lockfile"
+            return (
+                f"{lock}: the --hash of {pin.name}=={pin.version} does not match the wheel the index serves, "
+                f"{why}: the lock was probably edited: {restore(lock)}{pin.relock}"
+            )
+    return (
+        f"wheel {path} does not match the hash in the lockfile (tampered or from another source): "
+        f"delete it and run the build again to download a verified copy"
+    )
 
 
 def download(pins: list[Pin], matrix: Matrix, wheelhouse: Path, extra_index: str | None = None) -> None:

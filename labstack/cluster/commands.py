@@ -18,7 +18,7 @@ from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
 from labstack.errors import whole_number as count
 from labstack.matrix import load_matrix
-from labstack.payload import in_image
+from labstack.payload import in_image, missing_payload
 
 SBATCH_TIMEOUT = 60
 ID = "sha256:"
@@ -63,6 +63,9 @@ def local_identity(ref: str) -> tuple[str, str]:
     if found is None:
         raise LabstackError(f"{ref} is not an image here: build it (`invoke build`) or pull it; the job is pinned to "
                             "its ID, which only a local image gives")  # fmt: skip
+    problem = missing_payload(ref, found.labels)
+    if problem:
+        raise BadInput(problem)
     return found.id, (found.labels or {}).get("labstack.min_driver", "")
 
 

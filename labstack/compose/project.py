@@ -3,9 +3,11 @@ up/down of the notebook on the CPU or the CUDA image."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from labstack import ROOT
+from labstack import ROOT, payload
 from labstack.build.layers import NOTEBOOK, build_layer, layer_ref
-from labstack.compose.env import ENV_FILE, NOTEBOOK_PORT, default_project, ensure_env, folder_project, read_env
-from labstack.errors import BadInput, LabstackError
+from labstack.compose.env import (
+    ENV_FILE,
+    NOTEBOOK_PORT,
+    PORT_MAX,
+    default_project,
+    ensure_env,
+    folder_project,
+    read_env,
+)
+from labstack.engine import connect
+from labstack.errors import BadInput, ExitCode, LabstackError
 from labstack.matrix import Matrix
 
 COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
@@ -116,6 +127,8 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project, 
             raise BadInput(f"{project.env_file} has no JUPYTER_TOKEN: run `invoke env`")
         values = ensure_env(matrix, framework, project=project_dir)
         print(f"wrote {ENV_FILE.name} (UID/GID, images, a new notebook token)")
+    check_token(values, project.env_file)
+    check_port(values, project)
     build_layer(matrix, image, NOTEBOOK)
     ref = layer_ref(image, NOTEBOOK.name)
     overrides = {"NOTEBOOK_IMAGE": ref}
@@ -123,6 +136,9 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project, 
     started = time.monotonic()
     result = run_compose(project, action, overrides)
     if result.returncode != 0:
+        problem = port_problem(values, project) or notebook_said(project)
+        if problem:
+            raise LabstackError(problem)
         logs = project.command("logs", "notebook")
         raise LabstackError(
             f"the notebook did not become healthy (docker compose exit {result.returncode}): see "
@@ -131,6 +147,132 @@ def up_notebook(matrix: Matrix, framework: str, variant: str, project: Project, 
     seconds = time.monotonic() - started
     print(f"notebook on {ref} healthy after {seconds:.0f} s; /work is {project_folder(values)}", file=sys.stderr)
     return notebook_url(values)
+
+
+def check_token(values: Mapping[str, str], env_file: Path, environ: Mapping[str, str] = os.environ) -> None:
+    """The token compose will give the notebook (the environment's JUPYTER_TOKEN beats .env's) is long enough for
+    the notebook to start: payload/notebook.py refuses a shorter one, which compose only reports as unhealthy."""
+    minimum = payload.load("notebook").MIN_TOKEN_LENGTH
+    where = "your environment" if "JUPYTER_TOKEN" in environ else str(env_file)
+    token = environ.get("JUPYTER_TOKEN", values.get("JUPYTER_TOKEN", ""))
+    if len(token) < minimum:
+        fix = (
+            "unset it (compose then takes .env's), or give one that long"
+            if where == "your environment"
+            else "`invoke env --new-token` writes a new one"
+            if env_file == ENV_FILE
+            else f"give it a longer one (`invoke env --new-token` writes one to {ENV_FILE.name})"
+        )
+        raise BadInput(
+            f"JUPYTER_TOKEN in {where} is {len(token)} characters, the notebook needs {minimum} or more: {fix}"
+        )
+
+
+def notebook_address(values: Mapping[str, str]) -> tuple[str, int]:
+    return values.get("NOTEBOOK_BIND") or "127.0.0.1", int(values.get("NOTEBOOK_PORT") or NOTEBOOK_PORT)
+
+
+def port_holder(client, bind: str, port: int, project_name: str, local: bool) -> str | None:
+    """Who holds `bind:port` on the Docker host: 'the container NAME' (one that publishes it, other than this
+    project's own notebook, which compose keeps), 'another program' (found by binding it here, when the daemon
+    is this machine's), or None when it is free."""
+    for container in client.api.containers():
+        labels = container.get("Labels") or {}
+        if (labels.get("com.docker.compose.project"), labels.get("com.docker.compose.service")) == (
+            project_name,
+            "notebook",
+        ):
+            if any(p.get("PublicPort") == port for p in container.get("Ports") or []):
+                return None  # this project's notebook already serves there: `up` keeps or replaces it
+            continue
+        for published in container.get("Ports") or []:
+            if published.get("PublicPort") == port and _overlaps(published.get("IP") or "0.0.0.0", bind):
+                names = [n.lstrip("/") for n in container.get("Names") or []]
+                return f"the container {names[0] if names else container['Id'][:12]}"
+    if not local or not bound_elsewhere(bind, port):
+        return None
+    program = listening_program(port)
+    return f"another program ({program})" if program else "another program"
+
+
+def listening_program(port: int, proc: Path = Path("/proc")) -> str | None:
+    """'NAME, PID N' of the process that listens on TCP `port` here, when /proc tells (Linux; another user's
+    processes only as root); else None."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in (entry for entry in proc.iterdir() if entry.name.isdigit()) if inodes else ():
+        try:
+            if any(os.readlink(fd) in inodes for fd in (pid / "fd").iterdir()):
+                return f"{(pid / 'comm').read_text().strip()}, PID {pid.name}"
+        except OSError:
+            continue
+    return None
+
+
+def bound_elsewhere(bind: str, port: int) -> bool:
+    """Whether a socket of this machine holds `bind:port` (binding it fails with 'address in use')."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no holder
+        try:
+            probe.bind((bind, port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
+def _overlaps(published_ip: str, bind: str) -> bool:
+    wildcard = ("0.0.0.0", "::", "")
+    return published_ip in wildcard or bind in wildcard or published_ip == bind
+
+
+def daemon_is_local(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the Docker daemon publishes ports on this machine: its socket is a local one."""
+    return environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+
+
+def port_problem(values: Mapping[str, str], project: Project) -> str | None:
+    """The notebook's port, taken by another container or program: what holds it, and the fix."""
+    bind, port = notebook_address(values)
+    local = daemon_is_local()
+    holder = port_holder(connect(), bind, port, project.name, local)
+    if holder is None:
+        return None
+    free = next(
+        (p for p in range(port + 1, min(port + 100, PORT_MAX + 1)) if not local or not bound_elsewhere(bind, p)),
+        port + 1,
+    )
+    container = holder.removeprefix("the container ")
+    stop = "stop that program" if container == holder else f"stop that container (`docker stop {container}`)"
+    return (
+        f"the notebook's port {bind}:{port} is taken by {holder}: set NOTEBOOK_PORT in {project.env_file} to a "
+        f"free port (e.g. NOTEBOOK_PORT={free}; `invoke env` keeps it), or {stop}"
+    )
+
+
+def check_port(values: Mapping[str, str], project: Project) -> None:
+    problem = port_problem(values, project)
+    if problem:
+        raise LabstackError(problem, ExitCode.FAILED)
+
+
+def notebook_said(project: Project) -> str | None:
+    """The notebook's own `labstack:` line from its log (payload/notebook.py refusing to start), if it wrote one."""
+    logs = subprocess.run(
+        project.command("logs", "--no-log-prefix", "notebook"), capture_output=True, text=True, check=False
+    )
+    said = [line for line in (logs.stdout + logs.stderr).splitlines() if line.startswith("labstack: ")]
+    if not said:
+        return None
+    return f"the notebook did not start: {said[-1].removeprefix('labstack: ')}; then `invoke down`"
 
 
 def down(project: Project) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -424,3 +425,44 @@ def test_train_has_no_network_unless_turned_on(stack, images, monkeypatch):
     assert interfaces(stack, {}) == ["lo"]
     with_network = interfaces(stack, {"TRAIN_NETWORK": "bridge"})
     assert "lo" in with_network and len(with_network) > 1, with_network
+
+
+def notebook_containers(stack) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.name}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+def test_up_cpu_on_a_port_a_program_holds_says_so_and_starts_nothing(stack, images):
+    port = int(stack.values["NOTEBOOK_PORT"])
+    with socket.socket() as program:
+        program.bind(("127.0.0.1", port))
+        program.listen()
+        result = stack.invoke("up-cpu", "--framework", "torch")
+    assert_one_line_error(
+        result, f"127.0.0.1:{port}", "taken by another program (", f"PID {os.getpid()})", "NOTEBOOK_PORT", "invoke env"
+    )
+    assert result.returncode == 1 and notebook_containers(stack) == []
+
+
+def test_up_cpu_on_a_port_another_container_publishes_names_that_container(stack, images, os_image):
+    port = stack.values["NOTEBOOK_PORT"]
+    other = f"{stack.name}-other"
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", other, "--publish", f"127.0.0.1:{port}:9", "--entrypoint", "sleep",
+         os_image, "300"], capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    try:
+        result = stack.invoke("up-cpu", "--framework", "torch")
+    finally:
+        subprocess.run(["docker", "rm", "--force", other], capture_output=True, check=False)
+    assert_one_line_error(result, f"127.0.0.1:{port}", f"taken by the container {other}", "NOTEBOOK_PORT")
+    assert result.returncode == 1 and notebook_containers(stack) == []
+
+
+def test_up_cpu_with_a_short_token_says_so_and_names_the_fix(stack, images):
+    stack.env_file.write_text(stack.env_file.read_text().replace(stack.values["JUPYTER_TOKEN"], "short"))
+    result = stack.invoke("up-cpu", "--framework", "torch")
+    assert_one_line_error(result, "JUPYTER_TOKEN", "5 characters", "16", "invoke env --new-token")
+    assert result.returncode == 2 and notebook_containers(stack) == []

@@ -19,7 +19,7 @@ import pytest
 
 from labstack import ROOT
 from labstack.build.layers import layer_ref
-from labstack.payload import in_image
+from labstack.payload import IN_IMAGE, in_image
 from tests.e2e.conftest import MATRIX, wait_for
 from tests.e2e.slurmcluster import SlurmCluster
 
@@ -271,3 +271,16 @@ def test_the_epilog_removes_containers_a_job_left_and_those_of_jobs_that_are_ove
     # The srun above has ended, so its epilog may already have run: the next job's epilog sweeps both.
     assert slurm_cluster.run("srun", "--nodelist=n2", "--time=1", "true").returncode == 0
     wait_for(lambda: not containers(host, "999999") and not containers(host, job), 30, "the epilog's sweep")
+
+
+def test_an_image_without_the_payload_is_refused_before_a_script_is_written(shared, os_image):
+    """The OS image has tini but neither python nor the payload: its job would end on every node in tini's
+    `exec python failed`, after waiting in the queue."""
+    done = render(shared, "no-payload", "--image", os_image)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0] == (
+        f"labstack: {os_image} is not a labstack image (no {IN_IMAGE}, no labstack.framework label): build "
+        "one with `invoke build` and name it (torch-cpu), or build your own image FROM a labstack lab image"
+    )
+    assert not (shared / "runs" / "no-payload").exists()

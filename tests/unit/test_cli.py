@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,12 +11,15 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
+import docker.errors
 import pytest
 
 from labstack import ROOT
 from labstack.build.lock import read_lock
 from labstack.matrix import load_matrix
+from tests.invoking import checkout_copy, invoke_in_copy
 
 INVOKE = [sys.executable, "-m", "invoke"]
 
@@ -48,7 +52,49 @@ def test_unknown_framework_or_variant(args, word):
 
 def test_no_docker_daemon():
     result = run_invoke("build", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
-    assert_one_line_failure(result, 3, "cannot reach the Docker daemon", "install-docker.sh")
+    assert_one_line_failure(
+        result, 3, "cannot reach the Docker daemon at DOCKER_HOST=unix:///nonexistent/docker.sock: no such socket",
+        "fix or unset DOCKER_HOST",
+    )  # fmt: skip
+
+
+def test_a_docker_host_socket_nothing_listens_on_is_named_as_refusing(tmp_path):
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as closed:
+        closed.bind(str(path))  # the file stays; nothing listens on it
+    result = run_invoke("build", env={"DOCKER_HOST": f"unix://{path}"})
+    assert_one_line_failure(
+        result, 3, f"cannot reach the Docker daemon at DOCKER_HOST=unix://{path}: connection refused",
+        "fix or unset DOCKER_HOST",
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_socket_without_permission_names_the_docker_group(tmp_path):
+    """A real listening socket the caller may not open: root without CAP_DAC_OVERRIDE, as a user outside the docker
+    group is on /var/run/docker.sock."""
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as daemon:
+        daemon.bind(str(path))
+        daemon.listen()
+        path.chmod(0)
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "invoke", "build"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_HOST": f"unix://{path}"},
+        )  # fmt: skip
+    assert_one_line_failure(result, 3, f"permission denied on the socket {path}", "docker group", "sudo")
+
+
+def test_the_default_socket_missing_means_docker_is_not_running():
+    from labstack.engine import daemon_problem  # here: the other tests of this file run without it
+
+    err = docker.errors.DockerException(
+        "Error while fetching server API version: ('Connection aborted.', FileNotFoundError(2, 'No such file or "
+        "directory'))"
+    )
+    problem = daemon_problem(err, environ={})
+    assert problem.startswith("cannot reach the Docker daemon at /var/run/docker.sock: no such socket")
+    assert "Docker is not running" in problem and "sudo scripts/install-docker.sh" in problem
 
 
 def test_tampered_wheelhouse_is_refused_before_any_download(tmp_path):
@@ -202,3 +248,78 @@ def test_sigterm_ends_a_task_with_one_line_and_exit_143(tmp_path):
     assert stderr.strip().splitlines()[-1] == "labstack: terminated (SIGTERM)" and "Traceback" not in stderr, stderr
     assert seconds < 5, f"validate took {seconds:.1f} s to stop: it waited for its checks instead of stopping them"
     assert left.stdout == b"", "a check process or its ssh outlived the stopped task"
+
+
+def real_filelock_wheel(folder: Path) -> tuple[Path, str]:
+    """The torch CPU lock's filelock wheel, from this host's wheel cache, else downloaded and verified by labstack,
+    copied into `folder`; and its sha256."""
+    from labstack.build.wheelhouse import ensure_wheels, sha256_file, wheelhouse_dir
+
+    matrix = load_matrix()
+    pin = next(p for p in read_lock(matrix.image("torch", "cpu"), matrix) if p.name == "filelock")
+    cached = sorted(wheelhouse_dir().glob(f"filelock-{pin.version}-*.whl"))
+    source = cached[0] if cached else ensure_wheels([pin], matrix, folder / "download")["filelock"]
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / source.name
+    shutil.copyfile(source, wheel)
+    digest = sha256_file(wheel)
+    assert digest in pin.hashes, "the host's cached wheel is not the locked one"
+    return wheel, digest
+
+
+def edit_lock_hash(lock: Path, digest: str) -> None:
+    text = lock.read_text()
+    assert digest in text
+    lock.write_text(text.replace(digest, ("f" if digest[0] != "f" else "e") + digest[1:]))
+
+
+EDITED_LOCK_WORDS = (
+    "images/torch/requirements-cpu.lock: the --hash of filelock==4.3.1 does not match the wheel the index serves",
+    "the lock was probably edited: restore it (`git checkout -- images/torch/requirements-cpu.lock`) or run "
+    "`invoke lock --framework torch`",
+)
+
+
+def test_an_edited_lock_hash_is_blamed_on_the_lock_when_the_cached_wheel_matched_it_before(tmp_path, monkeypatch):
+    from labstack.build.wheelhouse import find_wheels
+
+    matrix = load_matrix()
+    wheels = tmp_path / "cache" / "wheels"
+    wheel, digest = real_filelock_wheel(wheels)
+    pin = next(p for p in read_lock(matrix.image("torch", "cpu"), matrix) if p.name == "filelock")
+    assert find_wheels([pin], matrix, wheels)[0] == {"filelock": wheel}  # what a build with the good lock does
+    copy = checkout_copy(tmp_path / "checkout")  # no git here: only the wheelhouse can tell
+    edit_lock_hash(copy / "images" / "torch" / "requirements-cpu.lock", digest)
+    monkeypatch.setenv("LABSTACK_CACHE", str(tmp_path / "cache"))
+    result = invoke_in_copy(copy, "labstack-msg-test", "wheels", "--framework", "torch", "--variant", "cpu")
+    assert_one_line_failure(result, 1, *EDITED_LOCK_WORDS, "is the wheel that matched this lock when it was downloaded")
+    assert "tampered" not in result.stderr
+
+
+def test_an_edited_lock_hash_is_blamed_on_the_lock_when_gits_copy_names_the_wheel(tmp_path, monkeypatch):
+    wheels = tmp_path / "cache" / "wheels"
+    _, digest = real_filelock_wheel(wheels)  # copied in by hand: no record of it
+    copy = checkout_copy(tmp_path / "checkout")
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for step in (["init", "-q"], ["add", "images"], ["commit", "-q", "-m", "locks"]):
+        subprocess.run([*git, *step], capture_output=True, check=True)
+    edit_lock_hash(copy / "images" / "torch" / "requirements-cpu.lock", digest)
+    monkeypatch.setenv("LABSTACK_CACHE", str(tmp_path / "cache"))
+    result = invoke_in_copy(copy, "labstack-msg-test", "wheels", "--framework", "torch", "--variant", "cpu")
+    assert_one_line_failure(result, 1, *EDITED_LOCK_WORDS, "git's copy of the lock names its hash")
+    assert "tampered" not in result.stderr
+
+
+def test_a_wheel_changed_after_it_matched_the_lock_is_still_blamed_on_the_wheel(tmp_path):
+    from labstack.build.wheelhouse import find_wheels
+
+    matrix = load_matrix()
+    wheels = tmp_path / "cache" / "wheels"
+    wheel, _ = real_filelock_wheel(wheels)
+    pin = next(p for p in read_lock(matrix.image("torch", "cpu"), matrix) if p.name == "filelock")
+    find_wheels([pin], matrix, wheels)
+    wheel.write_bytes(wheel.read_bytes() + b"\0")  # the lock is git's own, the wheel is not the one it names
+    result = run_invoke(
+        "wheels", "--framework", "torch", "--variant", "cpu", env={"LABSTACK_CACHE": str(tmp_path / "cache")}
+    )
+    assert_one_line_failure(result, 1, f"wheel {wheel} does not match the hash in the lockfile (tampered")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import stat
 from pathlib import Path
 
@@ -283,3 +285,58 @@ def test_a_broken_env_file_is_one_line_naming_it_before_docker_is_asked(tmp_path
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     result = invoke_in_copy(copy, "labstack-test", *task)
     assert_one_line_failure(result, 2, f"{copy / '.env'}", *words)
+
+
+def test_a_short_token_is_refused_before_the_notebook_starts_naming_the_minimum_and_the_fix(tmp_path):
+    from labstack.compose.project import check_token  # here: the other tests of this file run without it
+
+    env_file = tmp_path / "test.env"
+    with pytest.raises(LabstackError) as err:
+        check_token({"JUPYTER_TOKEN": "abc"}, env_file, environ={})
+    assert err.value.code == 2
+    assert str(err.value).startswith(f"JUPYTER_TOKEN in {env_file} is 3 characters, the notebook needs 16 or more")
+    assert "invoke env --new-token" in str(err.value)
+    with pytest.raises(LabstackError, match=r"in your environment is 5 characters.*unset it"):
+        check_token({"JUPYTER_TOKEN": "a" * 48}, env_file, environ={"JUPYTER_TOKEN": "short"})
+    check_token({"JUPYTER_TOKEN": "a" * 16}, env_file, environ={})
+
+
+class FakeDocker:
+    """`client.api.containers()` as the Docker SDK gives it: running containers with their published ports."""
+
+    def __init__(self, *containers: dict) -> None:
+        self.api = self
+        self.listed = list(containers)
+
+    def containers(self) -> list[dict]:
+        return self.listed
+
+
+def published(name: str, port: int, ip: str = "127.0.0.1", project: str = "", service: str = "") -> dict:
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": service} if project else {}
+    ports = [{"IP": ip, "PrivatePort": 8888, "PublicPort": port, "Type": "tcp"}]
+    return {"Id": "f" * 64, "Names": [f"/{name}"], "Labels": labels, "Ports": ports}
+
+
+def test_the_port_holder_is_the_container_that_publishes_it_but_never_this_projects_notebook():
+    from labstack.compose.project import port_holder  # here: the same
+
+    other = published("someone-notebook-1", 8888, ip="0.0.0.0")
+    assert port_holder(FakeDocker(other), "127.0.0.1", 8888, "mine", local=False) == "the container someone-notebook-1"
+    assert port_holder(FakeDocker(other), "127.0.0.1", 8889, "mine", local=False) is None
+    assert port_holder(FakeDocker(published("x", 8888, ip="127.0.0.2")), "127.0.0.1", 8888, "mine", False) is None
+    own = published("mine-notebook-1", 8888, project="mine", service="notebook")
+    assert port_holder(FakeDocker(own), "127.0.0.1", 8888, "mine", local=True) is None
+
+
+def test_a_port_a_program_listens_on_is_taken_by_another_program_when_the_daemon_is_here():
+    from labstack.compose.project import port_holder  # here: the same
+
+    with socket.socket() as program:
+        program.bind(("127.0.0.1", 0))
+        program.listen()
+        port = program.getsockname()[1]
+        held = port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=True)
+        assert held == f"another program ({Path('/proc/self/comm').read_text().strip()}, PID {os.getpid()})"
+        assert port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=False) is None
+    assert port_holder(FakeDocker(), "127.0.0.1", port, "mine", local=True) is None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from labstack.errors import ExitCode, LabstackError
-from labstack.hosts import SSH_CONFIG_VARIABLE, SSH_OPTIONS, Host, parse_host, parse_hosts, ssh_config
+from labstack.hosts import (
+    SSH_CONFIG_VARIABLE,
+    SSH_OPTIONS,
+    Host,
+    parse_host,
+    parse_hosts,
+    ssh_config,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +41,10 @@ def test_a_host_is_read_into_its_parts_and_written_back_the_same(text, host):
         ("ssh://lab@$(touch X)", "may hold only letters"),
         ("ssh://lab@gpu1:22x", "port '22x'"),
         ("ssh://lab@gpu1:0", "port '0'"),
-        ("ssh://lab@", "no host name"),
+        ("ssh://lab@", "ssh:// names no host: give ssh://USER@HOST"),
+        ("ssh://", "ssh:// names no host: give ssh://USER@HOST"),
+        ("ssh://:22", "ssh:// names no host: give ssh://USER@HOST"),
+        ("docker://", "docker:// names no container: give docker://NAME (`docker ps` lists them)"),
         ("gpu1", "write local://"),
         ("paramiko://gpu1", "write local://"),
         ("local://elsewhere", "takes nothing after it"),
@@ -104,3 +114,17 @@ def test_labstacks_ssh_config_is_the_file_the_variable_names_or_none(tmp_path):
     with pytest.raises(LabstackError) as err:
         ssh_config({SSH_CONFIG_VARIABLE: str(tmp_path)})
     assert err.value.code == ExitCode.BAD_INPUT and "not a readable file" in str(err.value)
+
+
+def test_a_container_that_cannot_be_reached_gets_dockers_advice_never_ssh_advice():
+    from labstack.hosts import unreachable_message  # here: the other tests of this file run without it
+
+    missing = unreachable_message(Host("docker", "lab-1"), "Error response from daemon: No such container: lab-1")
+    assert missing == "no container lab-1 on this Docker: `docker ps` lists the running ones; give one of them"
+    stopped = unreachable_message(Host("docker", "lab-1"), "Error response from daemon: Container abc is not running")
+    assert "is not running" in stopped and "docker start lab-1" in stopped
+    for message in (missing, stopped):
+        assert "ssh" not in message
+    host = unreachable_message(Host("ssh", "gpu1", "lab"), "Connection refused", "/etc/lab/ssh_config")
+    assert host.startswith("lab@gpu1 is unreachable: Connection refused")
+    assert "`ssh -F /etc/lab/ssh_config -o BatchMode=yes lab@gpu1 true`" in host

@@ -93,3 +93,15 @@ def test_the_image_build_checks_the_installed_framework_against_its_tag(tagged, 
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_an_image_without_labstacks_labels_is_named_as_no_labstack_image_with_the_fix():
+    from labstack.payload import IN_IMAGE, missing_payload  # here: the other tests of this file run without it
+
+    problem = missing_payload("debian:bookworm", {"maintainer": "someone"})
+    assert problem and problem.startswith(
+        f"debian:bookworm is not a labstack image (no {IN_IMAGE}, no labstack.framework"
+    )
+    assert "invoke build" in problem
+    assert missing_payload("debian:bookworm", None) == problem
+    assert missing_payload("lab/own:1", {"labstack.framework": "torch", "labstack.layer": "lab"}) is None

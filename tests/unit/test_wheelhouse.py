@@ -64,3 +64,16 @@ def test_sync_dir_leaves_exactly_the_given_files_hard_linked(tmp_path):
     sync_dir(target, {"a.whl": source})
     assert sorted(p.name for p in target.iterdir()) == ["a.whl"]
     assert (target / "a.whl").stat().st_ino == source.stat().st_ino
+
+
+def test_a_wheel_that_matched_the_lock_before_blames_a_changed_lock_hash_and_a_changed_wheel_is_blamed(tmp_path):
+    _, digest = make_wheel(tmp_path, "demo-1.0-py3-none-any.whl")
+    find_wheels([Pin("demo", "1.0", frozenset({digest}))], MATRIX, tmp_path)  # matched: recorded
+    edited = Pin("demo", "1.0", frozenset({"0" * 64}))
+    with pytest.raises(LabstackError) as err:
+        find_wheels([edited], MATRIX, tmp_path)
+    assert str(err.value).startswith("the lockfile: the --hash of demo==1.0 does not match the wheel the index serves")
+    assert "the lock was probably edited" in str(err.value) and "tampered" not in str(err.value)
+    make_wheel(tmp_path, "demo-1.0-py3-none-any.whl", payload=b"evil")
+    with pytest.raises(LabstackError, match="tampered or from another source"):
+        find_wheels([Pin("demo", "1.0", frozenset({digest}))], MATRIX, tmp_path)

@@ -16,7 +16,7 @@ import testinfra
 
 from labstack import payload
 from labstack.gpu import nvml_problem
-from labstack.hosts import SSH_OPTIONS, Host, parse_hosts, ssh_config
+from labstack.hosts import SSH_OPTIONS, Host, parse_hosts, ssh_config, unreachable_message
 from labstack.validate.plugin import ENVIRONMENT, apply_gpu_gate
 
 PROBE_TIMEOUT = 120
@@ -73,12 +73,7 @@ def machine(target, request) -> Machine:
     except Exception as err:
         failure = unreachable_reason(err)
     if failure:
-        config = f"-F {machine.ssh_config} " if machine.ssh_config else ""
-        pytest.fail(
-            f"{target.label} is unreachable: {failure[:300]}: check the name, that sshd runs and answers, and that "
-            f"your key is accepted (`ssh {config}-o BatchMode=yes {target.label} true`)",
-            pytrace=False,
-        )
+        pytest.fail(unreachable_message(target, failure[:300], machine.ssh_config), pytrace=False)
     if request.config.getoption("--labstack-report", None):
         ENVIRONMENT[target.label] = machine.probe("all")
     return machine
