@@ -1,15 +1,19 @@
-"""Bad data, for real: the `data` and `train` services of compose on the torch CPU lab image, with a damaged gzip
-archive or a binary SHA256SUMS in the data folder. Each ends in one `labstack:` line, never a traceback."""
+"""Bad data and a runs folder that fills up, for real: the `data` and `train` services of compose on the torch CPU
+lab image, a damaged gzip archive and a binary SHA256SUMS in the data folder, and a tmpfs as RUNS_DIR that the
+trainer fills. Each ends in one `labstack:` line, never a traceback; a full disk never costs the last checkpoint."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from labstack.build.images import build_images
 from labstack.build.layers import LAB, build_layer
-from tests.faults import BINARY_SUMS, damaged_data, gzipped_stand_in
+from labstack.errors import ExitCode
+from tests.faults import BINARY_SUMS, damaged_data, gzipped_stand_in, leave_free, small_tmpfs
 
-from .conftest import MATRIX, labstack_lines
+from .conftest import MATRIX, TEST_GID, TEST_UID, labstack_lines
 
 TORCH_CPU = MATRIX.image("torch", "cpu")
 
@@ -62,3 +66,40 @@ def test_a_binary_sha256sums_is_one_line_for_the_data_service_and_training(stack
     words = "labstack: /data/SHA256SUMS line 1 is not text (a damaged or binary file): delete it"
     assert_one_line(stack.compose("--profile", "tools", "run", "--rm", "data", "verify", "/data", env=env), 2, words)
     assert_one_line(stack.train("--epochs", "1", check=False, env=env), 2, words)
+
+
+MIB = 1 << 20
+
+
+def test_a_runs_folder_that_fills_up_keeps_the_checkpoint_says_one_line_and_resumes(stack, images, tmp_path):
+    run = "synthetic-torch"
+    with small_tmpfs(tmp_path / "small-runs", 8 * MIB, owner=(TEST_UID, TEST_GID)) as runs:
+        env = {"RUNS_DIR": str(runs)}
+        stack.train("--synthetic", "--epochs", "1", env=env)
+        checkpoint = runs / run / "checkpoint.pt"
+        kept = checkpoint.read_bytes()
+        # Room for the metrics lines, not for the next checkpoint's temp file beside this one.
+        ballast = leave_free(runs, len(kept) // 2)
+
+        full = stack.train("--synthetic", "--epochs", "3", check=False, env=env)
+        inside = f"/runs/{run}/checkpoint.pt"
+        assert_one_line(
+            full,
+            ExitCode.NO_DISK,
+            f"labstack: cannot write {inside} (No space left on device): the last good checkpoint (epoch 1) is intact "
+            f"in {inside}; free space in the runs folder, or move the run folder to a disk with room and point "
+            "RUNS_DIR there, then run the same command again to resume",
+        )
+        assert checkpoint.read_bytes() == kept, "the checkpoint changed"
+        assert sorted(p.name for p in (runs / run).iterdir()) == [
+            "checkpoint.pt", "environment.jsonl", "metrics.jsonl", "train.lock"
+        ], "a temp file was left"  # fmt: skip
+        lines = (runs / run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["event"] for line in lines][-2:] == ["start", "first_step"]
+
+        ballast.unlink()  # the user frees space
+        resumed = stack.train("--synthetic", "--epochs", "2", env=env)
+        assert "resuming from checkpoint.pt at epoch 2" in resumed.stdout, resumed.stdout
+        metrics = [json.loads(line) for line in (runs / run / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [1, 2]
+        assert [m["from_epoch"] for m in metrics if m["event"] == "start"] == [0, 1, 1]
