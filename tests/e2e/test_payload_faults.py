@@ -1,6 +1,7 @@
-"""Bad data and a runs folder that fills up, for real: the `data` and `train` services of compose on the torch CPU
-lab image, a damaged gzip archive and a binary SHA256SUMS in the data folder, and a tmpfs as RUNS_DIR that the
-trainer fills. Each ends in one `labstack:` line, never a traceback; a full disk never costs the last checkpoint."""
+"""Bad data and a runs folder that fills up, for real: the `data` and `train` services of compose on the CPU lab
+images, a damaged gzip archive and a binary SHA256SUMS in the data folder (torch), and a tmpfs as RUNS_DIR that the
+trainer fills (torch and TensorFlow). Each ends in one `labstack:` line, never a traceback; a full disk never costs
+the last checkpoint."""
 
 from __future__ import annotations
 
@@ -9,21 +10,25 @@ import json
 import pytest
 
 from labstack.build.images import build_images
-from labstack.build.layers import LAB, build_layer
+from labstack.build.layers import LAB, build_layer, layer_ref
 from labstack.errors import ExitCode
 from tests.faults import BINARY_SUMS, damaged_data, gzipped_stand_in, leave_free, small_tmpfs
 
 from .conftest import MATRIX, TEST_GID, TEST_UID, labstack_lines
 
-TORCH_CPU = MATRIX.image("torch", "cpu")
+FRAMEWORKS = ["torch", "tensorflow"]
+CPU_IMAGES = [MATRIX.image(framework, "cpu") for framework in FRAMEWORKS]
+CHECKPOINT = {"torch": "checkpoint.pt", "tensorflow": "checkpoint.npz"}
 
 
 @pytest.fixture(scope="module")
 def images():
-    """Only the torch CPU lab image (the `stack` fixture's TRAIN_IMAGE): these tests need no other."""
-    build_images(MATRIX, [TORCH_CPU])
-    build_layer(MATRIX, TORCH_CPU, LAB, parent_built=True)
-    return {"torch": TORCH_CPU}
+    """The CPU lab images (torch is the `stack` fixture's TRAIN_IMAGE); no notebook image, which these tests
+    do not start."""
+    build_images(MATRIX, CPU_IMAGES)
+    for image in CPU_IMAGES:
+        build_layer(MATRIX, image, LAB, parent_built=True)
+    return {image.framework: image for image in CPU_IMAGES}
 
 
 def assert_one_line(result, code: int, *words: str) -> str:
@@ -71,18 +76,19 @@ def test_a_binary_sha256sums_is_one_line_for_the_data_service_and_training(stack
 MIB = 1 << 20
 
 
-def test_a_runs_folder_that_fills_up_keeps_the_checkpoint_says_one_line_and_resumes(stack, images, tmp_path):
-    run = "synthetic-torch"
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_runs_folder_that_fills_up_keeps_the_checkpoint_says_one_line_and_resumes(stack, images, tmp_path, framework):
+    run = f"synthetic-{framework}"
     with small_tmpfs(tmp_path / "small-runs", 8 * MIB, owner=(TEST_UID, TEST_GID)) as runs:
-        env = {"RUNS_DIR": str(runs)}
+        env = {"RUNS_DIR": str(runs), "TRAIN_IMAGE": layer_ref(images[framework], "lab")}
         stack.train("--synthetic", "--epochs", "1", env=env)
-        checkpoint = runs / run / "checkpoint.pt"
+        checkpoint = runs / run / CHECKPOINT[framework]
         kept = checkpoint.read_bytes()
         # Room for the metrics lines, not for the next checkpoint's temp file beside this one.
         ballast = leave_free(runs, len(kept) // 2)
 
         full = stack.train("--synthetic", "--epochs", "3", check=False, env=env)
-        inside = f"/runs/{run}/checkpoint.pt"
+        inside = f"/runs/{run}/{CHECKPOINT[framework]}"
         assert_one_line(
             full,
             ExitCode.NO_DISK,
@@ -92,14 +98,14 @@ def test_a_runs_folder_that_fills_up_keeps_the_checkpoint_says_one_line_and_resu
         )
         assert checkpoint.read_bytes() == kept, "the checkpoint changed"
         assert sorted(p.name for p in (runs / run).iterdir()) == [
-            "checkpoint.pt", "environment.jsonl", "metrics.jsonl", "train.lock"
+            CHECKPOINT[framework], "environment.jsonl", "metrics.jsonl", "train.lock"
         ], "a temp file was left"  # fmt: skip
         lines = (runs / run / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["event"] for line in lines][-2:] == ["start", "first_step"]
 
         ballast.unlink()  # the user frees space
         resumed = stack.train("--synthetic", "--epochs", "2", env=env)
-        assert "resuming from checkpoint.pt at epoch 2" in resumed.stdout, resumed.stdout
+        assert f"resuming from {CHECKPOINT[framework]} at epoch 2" in resumed.stdout, resumed.stdout
         metrics = [json.loads(line) for line in (runs / run / "metrics.jsonl").read_text().splitlines()]
         assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [1, 2]
         assert [m["from_epoch"] for m in metrics if m["event"] == "start"] == [0, 1, 1]
