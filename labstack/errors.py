@@ -11,7 +11,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # something went wrong: the message says what and what to do
     BAD_INPUT = 2  # an option, a name or a file given to labstack is not valid
     NO_DOCKER = 3  # the Docker daemon cannot be reached
-    NO_DISK = 4  # not enough free disk for what was asked
+    NO_DISK = 4  # not enough free disk for what was asked, or a disk that filled up while writing (train.py too)
     NO_GPU = 5  # no usable GPU, or a GPU this image cannot use
     INTERRUPTED = 130  # Ctrl-C (SIGINT); what was measured or written so far is kept
     TERMINATED = 143  # SIGTERM (timeout, systemd, Slurm, docker stop); the same

@@ -22,6 +22,7 @@ import struct
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,19 +117,30 @@ def find_file(folder: Path, stem: str) -> Path | None:
 
 
 def read_sums(folder: Path) -> dict[str, str]:
+    """{file name: sha256} of the folder's SHA256SUMS (`sha256sum` format); DataError if it is damaged."""
     path = folder / SUMS
     if not path.is_file():
         return {}
     sums = {}
-    for line in path.read_text().splitlines():
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = "\0"
+        if "\0" in line:
+            raise DataError(
+                f"{path} line {number} is not text (a damaged or binary file): delete it, then run `invoke data "
+                "--record` for files you supplied (or `invoke data --generate` again); MNIST's own archives need none"
+            )
         digest, _, name = line.strip().partition("  ")
         if digest and name:
             sums[name.strip()] = digest
     return sums
 
 
-def verify(folder: Path) -> tuple[dict[str, Path], str, str]:
-    """The four files of `folder`, checked: ({key: path}, source, fingerprint). Raises DataError with the fix."""
+def _checked(folder: Path) -> tuple[dict[str, Path], str, str, tuple[Split, Split]]:
+    """The four files of `folder` checked against their checksums, then read: (paths, source, fingerprint,
+    (train, test))."""
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist: create it, or set DATA_DIR to the folder with MNIST")
     paths = {key: find_file(folder, stem) for key, stem in FILES.items()}
@@ -160,15 +172,30 @@ def verify(folder: Path) -> tuple[dict[str, Path], str, str]:
             )
         source = this if source in (None, this) else "mixed"
     fingerprint = hashlib.sha256("".join(digests).encode()).hexdigest()
-    return {k: p for k, p in paths.items() if p is not None}, source or "?", fingerprint
+    found = {k: p for k, p in paths.items() if p is not None}
+    # A checksum proves the bytes are the ones recorded, not that they decode: a SHA256SUMS written by hand
+    # (`sha256sum *.gz`) over a damaged archive passes it. Reading them here makes verify say what training would.
+    splits = (_split(found["train_images"], found["train_labels"]), _split(found["test_images"], found["test_labels"]))
+    return found, source or "?", fingerprint, splits
+
+
+def verify(folder: Path) -> tuple[dict[str, Path], str, str]:
+    """The four files of `folder`, checked by checksum and read: ({key: path}, source, fingerprint). Raises
+    DataError with the fix."""
+    paths, source, fingerprint, _ = _checked(folder)
+    return paths, source, fingerprint
 
 
 def _read_bytes(path: Path) -> bytes:
     if path.suffix == ".gz":
         try:
             return gzip.decompress(path.read_bytes())
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path} is not a readable gzip file ({err}): download it again") from None
+        except (OSError, EOFError, zlib.error) as err:
+            reason = str(err).removeprefix("Error -3 while decompressing data: ")
+            raise DataError(
+                f"{path} is a damaged gzip file ({reason}): replace it with a good copy (`invoke data --download` "
+                "for MNIST), and run `invoke data --record` again if its checksum came from you"
+            ) from None
     return path.read_bytes()
 
 
@@ -186,13 +213,8 @@ def _split(images_path: Path, labels_path: Path) -> Split:
 
 def load(folder: Path) -> Dataset:
     """Verify, then read the four IDX files of `folder`."""
-    paths, source, fingerprint = verify(folder)
-    return Dataset(
-        train=_split(paths["train_images"], paths["train_labels"]),
-        test=_split(paths["test_images"], paths["test_labels"]),
-        source=source,
-        fingerprint=fingerprint,
-    )
+    _, source, fingerprint, (train, test) = _checked(folder)
+    return Dataset(train=train, test=test, source=source, fingerprint=fingerprint)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -11,13 +11,16 @@ What `docker compose run train` runs inside a labstack image. Writes to RUNS/<ru
 Started again with the same --run, it resumes from the checkpoint (epoch, position in the epoch, model and
 optimizer state); a SIGKILL loses at most the current epoch and never leaves a half-written checkpoint.
 --synthetic trains on random tensors (no data needed) and says so in every line it writes.
-Standard library plus the framework; bad input is one `labstack: ...` line on stderr and exit code 2.
+Standard library plus the framework; bad input is one `labstack: ...` line on stderr and exit code 2. A runs
+folder that fills up (or fails) mid-run is one line too, exit 4 (1 for a failure other than space): it names the
+file that could not be written and the last good checkpoint, which is never replaced by a partial one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import json
@@ -37,10 +40,68 @@ MANIFEST = Path(MANIFEST_DIR) / "versions.json"
 CHECKPOINT_SUFFIX = {"torch": ".pt", "tensorflow": ".npz"}
 SYNTHETIC_SIZES = (2048, 512)
 BAD_INPUT = 2
+FAILED = 1
+NO_DISK = 4  # labstack's ExitCode.NO_DISK (tests/unit/test_full_runs_folder.py keeps them equal)
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class UsageError(Exception):
     """Bad input or environment: one line naming the fix."""
+
+
+class WriteFailed(Exception):
+    """A file of the run could not be written (a full or failing runs folder); what was there before is intact."""
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        super().__init__(f"cannot write {path} ({err.strerror or err})")
+        self.path = path
+        self.error = err
+
+    @property
+    def out_of_space(self) -> bool:
+        return self.error.errno in OUT_OF_SPACE
+
+
+class Stopped(Exception):
+    """The run ended early for a reason already put in one line: str(err), exit code `code`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind `err`: itself, or what it was raised from or while handling (torch.save turns a full disk
+    into a RuntimeError about zip positions, raised while handling the OSError of the write)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append one line, whole or not at all: on a full disk a write can stop mid-line, so the file is cut back to
+    its old length and every line of metrics.jsonl stays valid JSON."""
+    data = (text + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise WriteFailed(path, err) from None
+    try:
+        size = os.fstat(fd).st_size
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise WriteFailed(path, err) from None
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -170,14 +231,18 @@ def lock_run(folder: Path, name: str) -> int:
             f"cannot lock run folder {folder} ({err.strerror}): its filesystem keeps no locks; use a local runs "
             "folder, or mount the NFS share with local_lock=flock (excludes trainers on this machine only)"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(holder_identity()) + "\n").encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder_identity()) + "\n").encode(), 0)
+    except OSError as err:  # a full runs folder: the lock is held, only who holds it is unwritten
+        raise WriteFailed(folder / LOCK_FILE, err) from None
     return fd
 
 
 def save_atomic(path: Path, write) -> None:
     """`write(handle)` into a temp file next to `path`, fsync it, rename it over `path`, fsync the folder.
-    A crash at any point leaves either the old checkpoint or the new one, never a mix."""
+    A crash at any point leaves either the old checkpoint or the new one, never a mix. A write that fails (a full
+    disk) is WriteFailed, with the old file in place and the temp file gone."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as handle:
@@ -185,14 +250,19 @@ def save_atomic(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except Exception as err:
+        cause = os_error_in(err)
+        if cause is None:
+            raise
+        raise WriteFailed(path, cause) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def remove_stale_temps(folder: Path) -> None:
@@ -401,9 +471,7 @@ class Recorder:
         self.common = common
 
     def write(self, event: str, **values) -> None:
-        line = {"event": event, "time": time.time(), **self.common, **values}
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(line) + "\n")
+        append_line(self.path, json.dumps({"event": event, "time": time.time(), **self.common, **values}))
 
 
 def environment_record(backend, framework: str, manifest: dict, progress: Progress, synthetic: bool) -> dict:
@@ -460,12 +528,52 @@ def train(argv: list[str]) -> int:
     check_writable(args.runs)
     # Read and verify the data before the framework import: a bad folder is reported in well under a second.
     data = synthetic_dataset(args.seed) if args.synthetic else load_data(args.data)
-    label = "[synthetic data] " if args.synthetic else ""
     folder = args.runs / name
-    folder.mkdir(exist_ok=True)
+    last = LastCheckpoint(folder / f"checkpoint{CHECKPOINT_SUFFIX[framework]}")
+    try:
+        return run_training(args, framework, manifest, name, data, last, stop)
+    except WriteFailed as err:
+        raise Stopped(last.after(err), NO_DISK if err.out_of_space else FAILED) from None
+
+
+@dataclass
+class LastCheckpoint:
+    """The run's checkpoint file and what its last good version holds, for the line a failed write ends with."""
+
+    path: Path
+    holds: str = ""  # "epoch 2", or "epoch 3 up to sample 640" after a signal; empty until one is read or written
+
+    def keep(self, progress: Progress) -> None:
+        self.holds = (f"epoch {progress.epoch + 1} up to sample {progress.samples_done}" if progress.samples_done
+                      else f"epoch {progress.epoch}")  # fmt: skip
+
+    def after(self, err: WriteFailed) -> str:
+        """What could not be written, what is intact, and the fix."""
+        again = "then run the same command again to resume"
+        if self.holds:
+            kept = f"the last good checkpoint ({self.holds}) is intact in {self.path}"
+        elif self.path.is_file():  # the lock or the first lines of a resumed run: not read yet, never touched
+            kept = f"the checkpoint {self.path} is intact"
+        else:
+            kept, again = "no checkpoint was written yet", "then run the same command again"
+        if err.out_of_space:
+            fix = "free space in the runs folder, or move the run folder to a disk with room and point RUNS_DIR there"
+        else:
+            fix = "check the runs folder's disk, or move the run folder elsewhere and point RUNS_DIR there"
+        return f"{err}: {kept}; {fix}, {again}"
+
+
+def run_training(args, framework: str, manifest: dict, name: str, data: mnist.Dataset, last: LastCheckpoint,
+                 stop: StopFlag) -> int:  # fmt: skip
+    """Lock the run, resume or start it, train to --epochs; a write into the run folder that fails is WriteFailed."""
+    label = "[synthetic data] " if args.synthetic else ""
+    folder, checkpoint = last.path.parent, last.path
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as err:
+        raise WriteFailed(folder, err) from None
     lock_run(folder, name)  # its descriptor is never closed: the lock lasts as long as this process
     remove_stale_temps(folder)
-    checkpoint = folder / f"checkpoint{CHECKPOINT_SUFFIX[framework]}"
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     backend = BACKENDS[framework](data, args.lr, args.seed)
@@ -485,10 +593,10 @@ def train(argv: list[str]) -> int:
                 f"run {name} was trained on other data ({progress.fingerprint[:12]}, now {data.fingerprint[:12]}): "
                 "use another --run"
             )
+        last.keep(progress)
     recorder = Recorder(folder, {"run": name, "framework": framework, "synthetic": args.synthetic, "resumed": resumed})
     record = environment_record(backend, framework, manifest, progress, args.synthetic)
-    with (folder / "environment.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_line(folder / "environment.jsonl", json.dumps(record))
     where = f"epoch {progress.epoch + 1}" + (f", sample {progress.samples_done}" if progress.samples_done else "")
     print(
         f"{label}{framework} on {record['device']}, data {data.source} ({data.train.count} train / {data.test.count} "
@@ -523,6 +631,7 @@ def train(argv: list[str]) -> int:
                 recorder.write("step", epoch=progress.epoch + 1, sample=progress.samples_done, loss=loss)
             if stop.signal is not None:
                 backend.save(checkpoint, progress)
+                last.keep(progress)
                 name = stop.signal.name
                 recorder.write("stop", signal=name, epoch=progress.epoch + 1, sample=progress.samples_done)
                 print(f"{label}{name}: checkpoint written at epoch {progress.epoch + 1}, sample "
@@ -543,6 +652,7 @@ def train(argv: list[str]) -> int:
         }
         progress.history.append(summary)
         backend.save(checkpoint, progress)
+        last.keep(progress)
         recorder.write("epoch", **summary)
         print(f"{label}epoch {progress.epoch}/{args.epochs}: loss {summary['train_loss']:.4f}, test accuracy "
               f"{accuracy:.4f}, {seconds:.1f} s; checkpoint {checkpoint.name} written", flush=True)  # fmt: skip
@@ -562,6 +672,9 @@ def main(argv: list[str]) -> int:
     except UsageError as err:
         print(f"labstack: {err}", file=sys.stderr)
         return BAD_INPUT
+    except Stopped as err:
+        print(f"labstack: {err}", file=sys.stderr)
+        return err.code
     except KeyboardInterrupt:
         print("labstack: interrupted", file=sys.stderr)
         return 130

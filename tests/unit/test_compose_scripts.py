@@ -125,7 +125,7 @@ def test_save_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
         handle.write(b"half of the new one")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(train.WriteFailed, match="disk full"):
         train.save_atomic(path, crash)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
