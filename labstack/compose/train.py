@@ -47,11 +47,17 @@ DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
 DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def train_words(command: str | None, remainder: str) -> list[str]:
-    """What the train service gets, from `invoke train -- WORDS` (invoke hands over the text after `--` joined by
-    spaces) or `--command "WORDS"`, split as a shell would split it, but never by a shell."""
+def train_words(command: str | None, remainder: str, argv: list[str] | None = None) -> list[str]:
+    """What the train service gets: the words after `--` exactly as the shell gave them (from `argv`; invoke itself
+    hands tasks only those words joined by spaces, `remainder`), or `--command "WORDS"` split as a shell would split
+    it, but never by a shell."""
     if command is not None and remainder.strip():
         raise BadInput(f"give the train service's arguments once: after `--` ({remainder!r}) or --command, not both")
+    argv = sys.argv if argv is None else argv
+    if command is None and "--" in argv:
+        after = argv[argv.index("--") + 1 :]
+        if " ".join(after) == remainder:
+            return after
     text = command if command is not None else remainder
     try:
         return shlex.split(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,74 @@ def test_signals_to_invoke_train_checkpoint(stack, tmp_path, sig, whom, recorded
     result = finish(process, err)
     print(f"\n{sig.name} to the {whom}: invoke train exited {result[0]} after {time.monotonic() - started:.1f} s")
     assert_checkpointed(stack, run, *result, recorded, exit_code, what)
+
+
+def signalled(stack, since: int) -> bool:
+    """Whether the daemon has sent a signal to one of the project's containers since `since` (docker kill)."""
+    events = subprocess.run(
+        ["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1), "--filter",
+         f"label=com.docker.compose.project={stack.name}", "--filter", "event=kill", "--format", "{{.Action}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return bool(events.strip())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc: what systemd's control group holds besides the main process."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        above = todo.pop()
+        below = [child for child, parent in parents.items() if parent == above]
+        found += below
+        todo += below
+    return found
+
+
+def test_sigterm_to_every_process_checkpoints_and_shows_the_trainers_last_words(stack, tmp_path):
+    """systemd's default KillMode=control-group signals every process of the unit, the compose client included:
+    whether or not the client forwards it, the run checkpoints, and `invoke train`, following the container's logs
+    itself once the client is gone, still shows what the trainer said last."""
+    run = "every-process"
+    process, out, err = start(train_command(stack, *TRAINING, "--run", run), tmp_path, run)
+    wait_for_steps(stack, run)
+    for pid in [process.pid, *descendants(process.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    stop = assert_checkpointed(stack, run, *finish(process, err), "SIGTERM", 143, "terminated")
+    assert f"SIGTERM: checkpoint written at epoch {stop['epoch']}, sample {stop['sample']}" in out.read_text()
+
+
+def test_a_command_that_outlives_the_grace_period_is_stopped_and_a_second_signal_is_answered(stack, tmp_path):
+    """Your own command that ignores SIGTERM: `invoke train` waits STOP_GRACE_PERIOD plus its margin, says so when
+    signalled again meanwhile, then `docker stop`s the container rather than leaving it behind."""
+    # Words with spaces and quotes, after `--`: they must reach the container as the shell gave them.
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('re' + 'ady', flush=True); " \
+             "time.sleep(600)"  # fmt: skip
+    out, err = tmp_path / "deaf.out", tmp_path / "deaf.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(train_command(stack, "python", "-c", script), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=stdout, stderr=stderr, start_new_session=True,
+                                   env={**os.environ, "STOP_GRACE_PERIOD": "1s"})  # fmt: skip
+    wait_for(lambda: "ready\n" in out.read_text(), STARTED_S, "the command to start")
+    since = int(time.time()) - 1
+    os.killpg(process.pid, signal.SIGTERM)
+    wait_for(lambda: signalled(stack, since), 60, "invoke train to signal the container")  # the first one handled
+    os.killpg(process.pid, signal.SIGTERM)
+    code, said, stderr = finish(process, err)
+    assert code == 143 and len(said) == 2, stderr
+    again = re.fullmatch(r"labstack: SIGTERM again: still waiting up to \d+ s for (\S+) to checkpoint and exit; "
+                         r"`docker kill \1` ends it at once, without a checkpoint", said[0])  # fmt: skip
+    assert again, stderr
+    assert said[1] == (
+        f"labstack: terminated (SIGTERM): {again[1]} did not exit within 31 s of SIGTERM (STOP_GRACE_PERIOD plus "
+        "30 s), so it was stopped with `docker stop`"
+    )
+    wait_for(lambda: not project_containers(stack), 30, "the container to be removed")
 
 
 def test_the_bare_compose_client_without_a_terminal_leaves_the_container_training(stack, tmp_path):

@@ -36,14 +36,21 @@ NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     ],
 )
 def test_train_words_split_like_a_shell_but_without_one(command, remainder, words):
-    assert train_words(command, remainder) == words
+    assert train_words(command, remainder, argv=[]) == words
+
+
+def test_the_words_after_the_double_dash_are_taken_as_the_shell_gave_them():
+    argv = ["invoke", "train", "--project", "p", "--", "python", "-c", "print('a b')"]
+    assert train_words(None, "python -c print('a b')", argv) == ["python", "-c", "print('a b')"]
+    # Called otherwise than from this command line: the remainder invoke gives, split.
+    assert train_words(None, "--epochs 3", argv) == ["--epochs", "3"]
 
 
 def test_train_words_given_twice_or_unclosed_are_bad_input():
     with pytest.raises(BadInput, match="after `--`"):
-        train_words("--epochs 3", "--epochs 4")
+        train_words("--epochs 3", "--epochs 4", argv=[])
     with pytest.raises(BadInput, match="close the quote"):
-        train_words(None, "python 'x")
+        train_words(None, "python 'x", argv=[])
 
 
 def test_the_trainer_or_your_command_by_the_service_contract():
@@ -162,7 +169,7 @@ def test_the_last_line_after_a_signal(outcome, message):
     ("args", "words"),
     [
         (["--command", "--epochs 3", "--", "--epochs", "4"], "or --command, not both"),
-        (["--", "python", "'x"], "close the quote"),
+        (["--command", "python 'x"], "close the quote"),
         (["--env-file", "/nonexistent/test.env"], "--env-file /nonexistent/test.env is not a file"),
     ],
 )
