@@ -5,12 +5,16 @@ bare `docker compose run` client leaves the container training (measured, so the
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -196,6 +200,45 @@ def test_a_command_that_outlives_the_grace_period_is_stopped_and_a_second_signal
         "30 s), so it was stopped with `docker stop`"
     )
     wait_for(lambda: not project_containers(stack), 30, "the container to be removed")
+
+
+def test_ctrl_c_in_a_terminal_is_the_terminals(stack, tmp_path):
+    """With a terminal, `invoke train` leaves it to compose: the container gets a terminal of its own, and Ctrl-C
+    reaches the trainer through it (SIGINT, a checkpoint, 130), as with `docker compose run`."""
+    run = "terminal"
+    main, terminal = pty.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(train_command(stack, *TRAINING, "--run", run), cwd=ROOT, stdin=terminal,
+                               stdout=terminal, stderr=terminal, preexec_fn=controlling_terminal)  # fmt: skip
+    os.close(terminal)
+    shown: list[bytes] = []
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):  # EIO once the terminal's last user has gone
+            while chunk := os.read(main, 4096):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_for_steps(stack, run)
+        os.write(main, b"\x03")  # Ctrl-C, typed
+        code = process.wait(timeout=COMMAND_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        reader.join(timeout=5)
+        os.close(main)
+    output = b"".join(shown).decode(errors="replace")
+    stops = [m for m in stack.metrics(run) if m["event"] == "stop"]
+    assert code == 130 and len(stops) == 1 and stops[0]["signal"] == "SIGINT", output
+    assert "Traceback" not in output
+    assert f"SIGINT: checkpoint written at epoch {stops[0]['epoch']}, sample {stops[0]['sample']}" in output
+    wait_for(lambda: not project_containers(stack), 30, "the run's container to be removed")
 
 
 def test_the_bare_compose_client_without_a_terminal_leaves_the_container_training(stack, tmp_path):
