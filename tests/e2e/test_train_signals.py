@@ -266,3 +266,21 @@ def test_the_bare_compose_client_without_a_terminal_leaves_the_container_trainin
             client.containers.get(name).stop(timeout=60)  # the trainer checkpoints on this one
         with contextlib.suppress(docker.errors.APIError):
             client.containers.get(name).remove(force=True)  # unless compose's --rm (AutoRemove) got there first
+
+
+def test_invoke_train_errors_are_one_line(stack):
+    """A missing image is refused before compose starts anything; the trainer's own refusal passes through as it is,
+    with its exit code and no second line."""
+    elsewhere = {**os.environ, "TRAIN_IMAGE": "labstack/none:0-cpu-lab"}
+    missing = subprocess.run(train_command(stack, "--synthetic"), cwd=ROOT, capture_output=True, text=True,
+                             timeout=COMMAND_TIMEOUT, env=elsewhere)  # fmt: skip
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert labstack_lines(missing.stderr) == [
+        "labstack: the train service's image labstack/none:0-cpu-lab is not built here: `invoke build` builds the lab "
+        "images, or set TRAIN_IMAGE (`invoke env --framework ...` writes it to .env)"
+    ]
+    assert not project_containers(stack)
+    refused = subprocess.run(train_command(stack, "--framework", "jax"), cwd=ROOT, capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT)  # fmt: skip
+    said = labstack_lines(refused.stderr)
+    assert refused.returncode == 2 and len(said) == 1 and "unknown framework jax" in said[0], refused.stderr
