@@ -11,6 +11,7 @@ from labstack.cli import one_line_errors, run_tests, settings
 from labstack.cluster import commands as cluster
 from labstack.cluster import export as export_
 from labstack.compose import commands as compose
+from labstack.compose import train as compose_train
 from labstack.deploy import commands as deploy_
 from labstack.deploy.push import DEFAULT_OUT as PUSH_OUT
 from labstack.deploy.push import push_images
@@ -206,6 +207,23 @@ def down(c, project=None, env_file=None):
 
 @task(
     help={
+        "command": "the train service's arguments as one string, when `--` is not at hand: options of the built-in "
+        "trainer (--synthetic --epochs 3) or your own command (python my_train.py) (default: the text after `--`, "
+        "else the built-in trainer)",
+        "project": PROJECT_HELP,
+        "env_file": ENV_FILE_HELP,
+    }
+)
+@one_line_errors
+def train(c, command=None, project=None, env_file=None):
+    """Train in the foreground (`invoke train -- --epochs 3`); SIGTERM, Ctrl-C or SIGHUP checkpoints the run."""
+    code = compose_train.train(command, c.remainder, project, env_file)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
         "framework": "torch, tensorflow, a comma list or all (default: the lab's labstack.framework setting, "
         "torch: the GPU references are PyTorch's)",
         "variant": "cpu, cuda, a comma list, all, or auto: the CPU images plus the CUDA ones this host's GPU can "
@@ -333,6 +351,6 @@ def kube_job(
 
 ns = Collection(
     lock, lab_add, base, build, wheels, validate, push, deploy, slurm, export, kube_job, benchmark, test, env, data,
-    up_cpu, up_gpu, down, notebook_lock, notebook_image,
+    up_cpu, up_gpu, down, train, notebook_lock, notebook_image,
 )  # fmt: skip
 ns.configure({"labstack": DEFAULTS})

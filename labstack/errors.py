@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     NO_DOCKER = 3  # the Docker daemon cannot be reached
     NO_DISK = 4  # not enough free disk for what was asked, or a disk that filled up while writing (train.py too)
     NO_GPU = 5  # no usable GPU, or a GPU this image cannot use
+    HANGUP = 129  # SIGHUP (a closed terminal or ssh session) to `invoke train`; its run is checkpointed
     INTERRUPTED = 130  # Ctrl-C (SIGINT); what was measured or written so far is kept
     TERMINATED = 143  # SIGTERM (timeout, systemd, Slurm, docker stop); the same
 
