@@ -212,12 +212,14 @@ def down(c, project=None, env_file=None):
         "else the built-in trainer)",
         "project": PROJECT_HELP,
         "env_file": ENV_FILE_HELP,
+        "gpu": "on the GPU: compose/compose.gpu.yaml over the train service, after the GPU preflight (TRAIN_IMAGE "
+        "must be a CUDA lab image)",
     }
 )
 @one_line_errors
-def train(c, command=None, project=None, env_file=None):
+def train(c, command=None, project=None, env_file=None, gpu=False):
     """Train in the foreground (`invoke train -- --epochs 3`); SIGTERM, Ctrl-C or SIGHUP checkpoints the run."""
-    code = compose_train.train(command, c.remainder, project, env_file)
+    code = compose_train.train(command, c.remainder, project, env_file, gpu)
     if code:
         raise Exit(code=code)
 

@@ -32,6 +32,9 @@ from labstack.compose.env import ENV_FILE
 from labstack.compose.project import Project, check_compose, project_from_env, shell_line
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
+from labstack.gpu import gpu_preflight
+from labstack.matrix import load_matrix
+from labstack.payload import FRAMEWORK_LABEL, missing_payload
 
 SERVICE = "train"
 # What a signal to `invoke train` is called in its last line; its exit code is 128 + the signal's number.
@@ -211,23 +214,50 @@ def train_service(project: Project) -> dict:
     return json.loads(result.stdout)["services"][SERVICE]
 
 
-def train(command: str | None, remainder: str, project_name: str | None = None, env_file: str | None = None) -> int:
-    """`invoke train`: run the train service with WORDS in the foreground; its exit code, or after a signal, one
-    LabstackError with 128 + the signal's number."""
+def check_gpu_image(ref: str, labels: dict[str, str]) -> tuple[str, str]:
+    """(framework, variant) of a labstack image that --gpu can run: a CUDA one; else the fix, in one line."""
+    framework, variant = labels.get(FRAMEWORK_LABEL, ""), labels.get("labstack.variant", "")
+    if variant != "cuda":
+        raise BadInput(
+            f"--gpu runs the train service on the GPU, but its image {ref} is the {variant or 'unknown'} variant: set "
+            f"TRAIN_IMAGE in .env to the CUDA lab image (e.g. `invoke build --variant cuda` builds "
+            f"labstack/{framework or 'torch'}:VERSION-cudaX-lab)"
+        )
+    return framework, variant
+
+
+def train(
+    command: str | None,
+    remainder: str,
+    project_name: str | None = None,
+    env_file: str | None = None,
+    gpu: bool = False,
+) -> int:
+    """`invoke train`: run the train service with WORDS in the foreground (with the GPU overlay and after the GPU
+    preflight, for --gpu); its exit code, or after a signal, one LabstackError with 128 + the signal's number."""
     words = train_words(command, remainder)
     env_path = Path(env_file) if env_file else ENV_FILE
     if env_file and not env_path.is_file():
         raise BadInput(f"--env-file {env_file} is not a file: give the .env to use, or leave it out for {ENV_FILE}")
     check_compose()
     client = connect()
-    project = Project(project_from_env(env_path, project_name), env_path)
+    project = Project(project_from_env(env_path, project_name), env_path, gpu=gpu)
     service = train_service(project)
     image = service.get("image", "")
-    if image_or_none(client, image) is None:
+    found = image_or_none(client, image)
+    if found is None:
         raise LabstackError(
             f"the train service's image {image} is not built here: `invoke build` builds the lab images, or set "
             "TRAIN_IMAGE (`invoke env --framework ...` writes it to .env)"
         )
+    labels = found.labels or {}
+    refused = missing_payload(image, labels)
+    if refused:  # the service's entrypoint is labstack's, for the lab's own command too
+        raise BadInput(f"the train service's image {refused} (TRAIN_IMAGE in .env)")
+    if gpu:
+        matrix = load_matrix()
+        framework, variant = check_gpu_image(image, labels)
+        gpu_preflight(client, matrix.image(framework, variant), matrix)
     grace = duration_seconds(service.get("stop_grace_period"))
     name = f"{project.name}-train-{secrets.token_hex(4)}"
     full = project.command("run", "--rm", "--name", name, SERVICE, *words)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import pty
@@ -23,6 +24,7 @@ import pytest
 
 from labstack import ROOT
 from labstack.engine import connect
+from labstack.payload import IN_IMAGE
 
 from .conftest import COMMAND_TIMEOUT, labstack_lines, wait_for
 
@@ -287,3 +289,40 @@ def test_invoke_train_errors_are_one_line(stack):
                              stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT)  # fmt: skip
     said = labstack_lines(refused.stderr)
     assert refused.returncode == 2 and len(said) == 1 and "unknown framework jax" in said[0], refused.stderr
+
+
+def test_invoke_train_refuses_an_image_without_the_payload_and_gpu_on_a_cpu_image_or_host(stack, os_image):
+    """The service's entrypoint is labstack's payload: an image without it used to end in tini's `exec python
+    failed`. --gpu wants a CUDA lab image and a GPU host: each refusal is one line, before compose starts anything."""
+
+    def train(image: str, *options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "invoke", "train", "--project", stack.name, "--env-file",
+                   str(stack.env_file), *options, "--", "--synthetic"]  # fmt: skip
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=COMMAND_TIMEOUT, env={**os.environ, "TRAIN_IMAGE": image})  # fmt: skip
+
+    bare = train(os_image)
+    said = labstack_lines(bare.stderr)
+    assert bare.returncode == 2 and "Traceback" not in bare.stderr, bare.stderr
+    assert said == [f"labstack: the train service's image {os_image} is not a labstack image (no {IN_IMAGE}, no "
+                    "labstack.framework label): build one with `invoke build` and name it (torch-cpu), or build your "
+                    "own image FROM a labstack lab image (TRAIN_IMAGE in .env)"]  # fmt: skip
+    cpu_image = stack.values["TRAIN_IMAGE"]
+    on_cpu = train(cpu_image, "--gpu")
+    said = labstack_lines(on_cpu.stderr)
+    assert on_cpu.returncode == 2 and len(said) == 1, on_cpu.stderr
+    assert f"its image {cpu_image} is the cpu variant: set TRAIN_IMAGE" in said[0]
+    if Path("/dev/nvidia0").exists():
+        return  # a GPU host: the preflight below would pass, and the run needs a CUDA lab image built here
+    # A CUDA-labelled lab image (one layer over the OS image): the host's GPU preflight refuses it here, as up-gpu's.
+    client = connect()
+    tag = f"{stack.name}-cuda-label:test"
+    client.images.build(fileobj=io.BytesIO(f"FROM {os_image}\n".encode()), tag=tag, rm=True,
+                        labels={"labstack.framework": "torch", "labstack.variant": "cuda"})  # fmt: skip
+    try:
+        no_gpu = train(tag, "--gpu")
+    finally:
+        client.images.remove(tag, force=True)
+    said = labstack_lines(no_gpu.stderr)
+    assert no_gpu.returncode == 5 and len(said) == 1 and "Traceback" not in no_gpu.stderr, no_gpu.stderr
+    assert not project_containers(stack)
