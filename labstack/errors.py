@@ -44,6 +44,14 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """A value the user typed, for a one-line message: control and direction characters escaped (\\u202e would
+    turn the rest of the line around), a very long one cut, saying how long it was."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def whole_number(option: str, text: str | int, minimum: int = 1) -> int:
     """A whole-number option as the command line gives it (text): bad text or too small a value is BadInput naming
     the option, never int()'s traceback."""

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from labstack import ROOT
-from labstack.errors import BadInput
+from labstack.errors import BadInput, shown
 
 REPORTS_DIR = ROOT / "reports"
 CACHE_VARIABLE = "LABSTACK_CACHE"
@@ -31,13 +31,32 @@ def cache_dir() -> Path:
 
 def file_in_the_way(folder: Path) -> str:
     """Why `folder` cannot be a folder, for a message: it is a file ("is a file"), or a file stands where one above
-    it would be ("cannot be made: PATH is a file"); '' where it is a folder or can be made one."""
+    it would be ("cannot be made: PATH is a file"), or the file system refuses its name ("cannot be made: File name
+    too long"); '' where it is a folder or can be made one."""
     for place in (folder, *folder.parents):
-        if place.exists():
+        try:
+            exists = place.exists()
+        except OSError as err:  # ENAMETOOLONG and its kind: exists() answers only "no such file" itself
+            return f"cannot be made: {err.strerror or err}"
+        if exists:
             if place.is_dir():
                 return ""
             return "is a file" if place == folder else f"cannot be made: {place} is a file"
     return ""
+
+
+def output_folder(option: str, text: str | Path, default: str) -> Path:
+    """An output folder option, checked before any work starts (and before Docker is asked), so a bad one loses
+    nothing: empty, a file where it (or a folder above it) would be, or a name the file system refuses is BadInput
+    naming the option. Nothing is made here."""
+    text = str(text)
+    if not text.strip():
+        raise BadInput(f"--{option} is empty: give a folder (default: {default})")
+    folder = Path(text)
+    in_the_way = file_in_the_way(folder)
+    if in_the_way:
+        raise BadInput(f"--{option} {shown(text)} {in_the_way}, not a folder: give a folder (default: {default})")
+    return folder
 
 
 def git_output(*args: str) -> str:

@@ -15,9 +15,10 @@ from labstack.cluster.export import write_atomically
 from labstack.cluster.job import Job, Resources, check_image_id, check_names, render, sif_name
 from labstack.deploy.commands import DEPLOY_LAYER, REF
 from labstack.engine import connect, image_or_none
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, shown
 from labstack.errors import whole_number as count
 from labstack.matrix import load_matrix
+from labstack.paths import file_in_the_way
 from labstack.payload import in_image, missing_payload
 
 SBATCH_TIMEOUT = 60
@@ -83,7 +84,13 @@ def trainer_command(text: str | None, run: str) -> tuple[str, ...]:
 
 
 def folder(text: str, what: str, must_exist: bool = True) -> Path:
+    """A folder option, checked before Docker is asked: one that must exist, or (runs) one that can be made."""
+    if not text.strip():
+        raise BadInput(f"--{what} is empty: name the {what} folder")
     path = Path(text).expanduser().absolute()
+    in_the_way = file_in_the_way(path)
+    if in_the_way:
+        raise BadInput(f"--{what} {shown(text)} {in_the_way}, not a folder: name another with --{what}")
     if must_exist and not path.is_dir():
         raise BadInput(f"{what} folder {path} does not exist: create it, or name another with --{what}")
     return path
@@ -168,15 +175,17 @@ def kube_job(
     run = run or f"{sif_name(ref).removesuffix('.sif').replace('_', '-').lower()}"
     words = trainer_command(command, run)
     cpu_count, gpu_count, grace_s = count("cpus", cpus), count("gpus", gpus, 0), count("grace", grace)
+    out = folder(runs, "runs", must_exist=False) / run / "kubernetes" / "job.yaml"
     if digest:
         pinned, image_id = digest, ""
+    elif not record.strip():
+        raise BadInput(f"--record is empty: give the file `invoke push` wrote ({kubernetes_.RECORD_HINT})")
     else:
         pinned, image_id = kubernetes_.digest_of(ref, Path(record))
     job = kubernetes_.KubeJob(
         run=run, image=pinned, image_id=image_id, command=words, cpus=cpu_count, memory=mem, gpus=gpu_count,
         time=time, grace_s=grace_s, runs_claim=runs_claim, data_claim=data_claim,
     )  # fmt: skip
-    out = folder(runs, "runs", must_exist=False) / run / "kubernetes" / "job.yaml"
     written = kubernetes_.write(job, kubernetes, out)
     print(f"labstack: wrote {written} ({pinned}; {cpu_count} CPU(s), {mem}, {gpu_count} GPU(s)), valid for "
           f"Kubernetes {kubernetes}; run it with: kubectl apply -f {shlex.quote(str(written))}")  # fmt: skip

@@ -33,7 +33,7 @@ from labstack.deploy.push import chosen_refs, existing
 from labstack.engine import connect, free_bytes
 from labstack.errors import BadInput, ExitCode, LabstackError, first_line
 from labstack.matrix import GB, choose, load_matrix
-from labstack.paths import revision
+from labstack.paths import output_folder, revision
 
 DEFAULT_OUT = "exports"
 MB = 1000**2  # the table's unit, as GB is everywhere else: an OS image is a few hundred MB
@@ -321,10 +321,7 @@ def last_words(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def out_folder(out: str) -> Path:
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise BadInput(f"--out {out} is a file: give a folder for the archives (default: {DEFAULT_OUT})")
-    return folder
+    return output_folder("out", out, DEFAULT_OUT)
 
 
 def make_folder(folder: Path) -> Path:

@@ -20,9 +20,10 @@ import yaml
 
 from labstack.cluster.export import write_atomically
 from labstack.cluster.job import RUN_NAME, memory_mb, time_limit_s
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, shown
 
 DEFAULT_KUBERNETES = "1.31"
+RECORD_HINT = "default: reports/push/digests.json"  # deploy.push.DEFAULT_OUT, for --record's messages
 DIGEST_REF = re.compile(r"[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}")
 IMAGE_UID = 1000  # the images' own user (images/base/Dockerfile: lab, 1000:1000)
 # Claims a cluster admin creates once; a Job mounts them by name.
@@ -148,6 +149,15 @@ def digest_of(ref: str, record: Path) -> tuple[str, str]:
         pushed = json.loads(record.read_text())["images"]
     except FileNotFoundError:
         pushed = []
+    except IsADirectoryError:
+        raise BadInput(
+            f"--record {shown(str(record))} is a folder: give the file `invoke push` wrote ({RECORD_HINT})"
+        ) from None
+    except OSError as error:  # a name the file system refuses, a file it cannot read
+        raise BadInput(
+            f"--record {shown(str(record))} cannot be read ({error.strerror or error}): give the file `invoke push` "
+            f"wrote ({RECORD_HINT})"
+        ) from None
     except (ValueError, KeyError, TypeError) as error:
         raise LabstackError(f"{record} cannot be read ({error}): push again with `invoke push`") from None
     for entry in pushed:

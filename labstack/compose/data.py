@@ -9,7 +9,7 @@ from pathlib import Path
 from labstack import ROOT, payload
 from labstack.build.pipconf import host_pip_sources
 from labstack.compose.env import read_env
-from labstack.errors import BadInput, LabstackError
+from labstack.errors import BadInput, LabstackError, shown
 from labstack.paths import file_in_the_way
 
 
@@ -27,7 +27,9 @@ def data_helper(
     source = "--folder" if folder else "DATA_DIR in .env" if written else "the data folder"
     in_the_way = file_in_the_way(path)
     if in_the_way:
-        raise BadInput(f"{source} {path} {in_the_way}, not a folder: give a folder (made if missing), e.g. data")
+        raise BadInput(
+            f"{source} {shown(str(path))} {in_the_way}, not a folder: give a folder (made if missing), e.g. data"
+        )
     mnist = payload.load("mnist")
     if action == "download":
         cert = host_pip_sources().cert  # the host's proxy CA, as pip uses it
