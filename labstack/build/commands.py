@@ -30,8 +30,9 @@ def lock(framework: str = "all", layer: str = "framework") -> None:
     """Re-lock one layer of the chosen frameworks; the layers above it become stale and say so."""
     layer = one_layer(layer)
     matrix = load_matrix()
+    frameworks = dict.fromkeys(i.framework for i in matrix.select(framework, "all"))  # names checked before pip runs
     sources = host_pip_sources()
-    for name in dict.fromkeys(i.framework for i in matrix.select(framework, "all")):
+    for name in frameworks:
         if layer == "framework":
             written = lock_framework(matrix, name, sources)
         else:
