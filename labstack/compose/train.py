@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
-from labstack.compose.env import ENV_FILE
+from labstack.compose.commands import compose_options
 from labstack.compose.project import Project, check_compose, project_from_env, shell_line
 from labstack.engine import connect, image_or_none
 from labstack.errors import BadInput, LabstackError
@@ -236,9 +236,7 @@ def train(
     """`invoke train`: run the train service with WORDS in the foreground (with the GPU overlay and after the GPU
     preflight, for --gpu); its exit code, or after a signal, one LabstackError with 128 + the signal's number."""
     words = train_words(command, remainder)
-    env_path = Path(env_file) if env_file else ENV_FILE
-    if env_file and not env_path.is_file():
-        raise BadInput(f"--env-file {env_file} is not a file: give the .env to use, or leave it out for {ENV_FILE}")
+    env_path = compose_options(project_name, env_file)  # as up-* and down check them, before Docker is asked
     check_compose()
     client = connect()
     project = Project(project_from_env(env_path, project_name), env_path, gpu=gpu)

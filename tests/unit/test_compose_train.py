@@ -170,7 +170,7 @@ def test_the_last_line_after_a_signal(outcome, message):
     [
         (["--command", "--epochs 3", "--", "--epochs", "4"], "or --command, not both"),
         (["--command", "python 'x"], "close the quote"),
-        (["--env-file", "/nonexistent/test.env"], "--env-file /nonexistent/test.env is not a file"),
+        (["--env-file", "/nonexistent/test.env"], "--env-file /nonexistent/test.env does not exist"),
     ],
 )
 def test_bad_train_input_is_one_line_before_docker_is_asked(args, words):

@@ -66,6 +66,8 @@ CASES = [
     (["down", "--env-file", "FOLDER"], ["is a folder", "`invoke env` writes .env"]),
     (["down", "--env-file", "MISSING"], ["does not exist"]),
     (["down", "--project", "My Lab"], ["--project My Lab is not a compose project name"]),
+    (["train", "--env-file", LONG], ["--env-file xxx", "cannot be read (File name too long)"]),
+    (["train", "--project", "Lab"], ["--project Lab is not a compose project name"]),
     (["up-cpu", "--project", "\x7f\u202e"], ["--project \\x7f\\u202e is not a compose project name"]),
 ]
 
