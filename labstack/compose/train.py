@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
+from labstack import payload
 from labstack.compose.commands import compose_options
 from labstack.compose.project import Project, check_compose, project_from_env, shell_line
 from labstack.engine import connect, image_or_none
@@ -84,10 +85,14 @@ def option(words: list[str], name: str) -> str | None:
     return found
 
 
-def trainer_run(words: list[str], framework: str) -> str:
-    """The run the built-in trainer writes to: --run, else mnist-FRAMEWORK or synthetic-FRAMEWORK (train.py)."""
-    kind = "synthetic" if "--synthetic" in words else "mnist"
-    return option(words, "--run") or f"{kind}-{option(words, '--framework') or framework}"
+def trainer_run(words: list[str], framework: str) -> str | None:
+    """The run the built-in trainer writes to, named by train.py's own rule; None where it refuses the name."""
+    trainer = payload.load("train")
+    try:
+        framework = option(words, "--framework") or framework
+        return trainer.run_name(framework, "--synthetic" in words, option(words, "--run"))
+    except trainer.UsageError:
+        return None
 
 
 def duration_seconds(text: str | None, default: float = DEFAULT_GRACE_S) -> float:
@@ -371,7 +376,7 @@ class Run:
         outcome.run = trainer_run(self.words, framework)
         inside = PurePosixPath(option(self.words, "--runs") or RUNS_IN_CONTAINER)
         runs = host_path(attrs.get("Mounts") or [], inside)
-        if runs:
+        if runs and outcome.run:
             outcome.folder = shown(runs / outcome.run)
 
     def end_client(self) -> None:

@@ -66,6 +66,7 @@ def test_the_trainer_or_your_command_by_the_service_contract():
         (["--synthetic", "--framework", "tensorflow"], "synthetic-tensorflow"),
         (["--framework=tensorflow"], "mnist-tensorflow"),
         (["--run", "a", "--synthetic", "--run=b"], "b"),
+        (["--run", "../elsewhere"], None),  # train.py refuses it: no folder to name
     ],
 )
 def test_trainer_run_is_the_folder_train_py_writes(words, run):
